@@ -1,0 +1,46 @@
+# The two commands a new user needs: `make demo` and `make test`. Everything else is a step they call.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell $(PYTHON) -c "import hashlib,sys;print(hashlib.sha1(open('pyproject.toml','rb').read()).hexdigest()[:12])")
+
+.PHONY: demo test install lint typecheck bench bench-pipeline bench-copy bench-memory clean help
+
+help:
+	@echo "make demo   - create .venv, install beamflow, run the demo on the embedded NATS server"
+	@echo "make test   - create .venv with dev tools, run lint, type checks and the whole test suite"
+	@echo "make bench  - run the benchmarks in bench/ and print their figures"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c "import sys; assert sys.version_info >= (3, 11), 'beamflow needs Python 3.11 or newer'"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/beamflow demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check libs services tests bench
+	$(BIN)/mypy libs/common
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -p no:cacheprovider
+
+bench: bench-copy bench-pipeline bench-memory
+
+bench-pipeline: $(STAMP)
+	$(BIN)/python bench/pipeline.py
+
+bench-copy: $(STAMP)
+	$(BIN)/python bench/copy.py
+
+bench-memory: $(STAMP)
+	$(BIN)/python bench/memory.py
+
+clean:
+	rm -rf $(VENV) .beamflow build *.egg-info

@@ -1,0 +1,252 @@
+"""beamflow's configuration: one YAML file, validated by pydantic, cross-checked as a whole.
+
+A beamline is configuration, not code: which endpoint it watches, how files form a scan, and where copies
+go in which order. ``load_config`` returns a validated ``BeamflowConfig`` or raises ``ConfigError`` listing
+every problem with the dotted path of the field that holds it (what ``beamflow check`` prints).
+
+Paths in the file may use ``${VAR}`` or ``${VAR:-default}``; relative paths are taken from the folder of
+the config file, so a config works from any working directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from beamflow.common import subjects
+from beamflow.common.durations import Duration
+from beamflow.common.endpoints import EndpointConfig, FilesystemEndpoint
+from beamflow.common.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NatsConfig(_Section):
+    url: str | None = Field(default=None, description="An existing server; unset = start the embedded one.")
+    data_dir: Path = Field(default=Path(".beamflow/nats"), description="JetStream store of the embedded server.")
+    port: int = Field(default=4222, ge=0, le=65535, description="Client port of the embedded server; 0 = any free.")
+    replicas: int = Field(default=1, ge=1, le=5, description="Replicas of every stream and consumer we create.")
+    reconnect_time_wait: Duration = timedelta(seconds=2)
+    max_reconnect_attempts: int = Field(default=-1, description="-1 = keep trying forever.")
+    connect_timeout: Duration = timedelta(seconds=5)
+
+
+class DeliveryConfig(_Section):
+    """How hard a service tries before a message goes to the dead letters."""
+
+    max_deliver: int = Field(default=6, ge=1)
+    ack_wait: Duration = timedelta(seconds=30)
+    backoff: list[Duration] = Field(
+        default_factory=lambda: [timedelta(seconds=s) for s in (1, 5, 30, 120, 600)],
+        description="nak delay after the 1st, 2nd, ... failed delivery; the last entry repeats.",
+    )
+    concurrency: int = Field(default=16, ge=1, description="Messages one service process handles at once.")
+    drain_timeout: Duration = timedelta(seconds=30)
+    duplicate_window: Duration = timedelta(hours=1)
+    event_max_age: Duration = timedelta(days=30)
+    dead_letter_max_age: Duration = timedelta(days=180)
+
+
+class TelemetryConfig(_Section):
+    service_namespace: str = "beamflow"
+    health_host: str = "127.0.0.1"
+
+
+class WatchConfig(_Section):
+    endpoint: str
+    mode: Literal["inotify", "poll"] = Field(
+        default="inotify", description="'poll' for network mounts (NFS/SMB) where inotify sees nothing."
+    )
+    poll_interval: Duration = timedelta(seconds=2)
+    stable_polls: int = Field(default=2, ge=1, description="Polls with unchanged size and mtime = finished.")
+    settle: Duration = Field(
+        default=timedelta(seconds=5),
+        description="Reconcile announces a file untouched for this long even if no close event was seen.",
+    )
+    reconcile_interval: Duration = timedelta(minutes=5)
+    ignore: list[str] = Field(default_factory=lambda: [".*", "*.tmp", "*.part", "*~"])
+
+
+class ScanRule(_Section):
+    """Files sharing a folder and a stem form one scan; the scan is complete when every suffix is present."""
+
+    suffixes: list[str] = Field(min_length=1, description="e.g. ['.txt', '.edf'] for 7.3.3, ['.h5'] for 8.3.2")
+
+    @field_validator("suffixes")
+    @classmethod
+    def _dotted(cls, value: list[str]) -> list[str]:
+        bad = [s for s in value if not s.startswith(".") or "/" in s]
+        if bad:
+            raise ValueError(f"suffixes must start with '.' and hold no '/': {bad}")
+        if len(set(value)) != len(value):
+            raise ValueError("suffixes must be distinct")
+        return value
+
+
+class Destination(_Section):
+    endpoint: str
+    source: str | None = Field(
+        default=None, description="Copy from this endpoint (an earlier destination); default: the watched one."
+    )
+
+
+class ExportControl(_Section):
+    """Scans matching these globs (relative to the watched root) never leave the facility."""
+
+    path_globs: list[str] = Field(
+        default_factory=list, description="fnmatch globs on the scan path; '*' also matches '/' here."
+    )
+
+    def matches(self, scan_path: str) -> bool:
+        return any(fnmatch(scan_path, glob) for glob in self.path_globs)
+
+
+class BeamlineConfig(_Section):
+    description: str = ""
+    watch: WatchConfig
+    scan: ScanRule
+    destinations: list[Destination] = Field(default_factory=list)
+    export_control: ExportControl = Field(default_factory=ExportControl)
+
+
+class BeamflowConfig(_Section):
+    nats: NatsConfig = Field(default_factory=NatsConfig)
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    state_dir: Path = Field(default=Path(".beamflow/state"), description="Local state: the watcher's spool.")
+    endpoints: dict[str, EndpointConfig] = Field(default_factory=dict)
+    beamlines: dict[str, BeamlineConfig] = Field(default_factory=dict)
+
+    def endpoint(self, name: str) -> EndpointConfig:
+        return self.endpoints[name]
+
+    def filesystem_root(self, name: str) -> Path:
+        endpoint = self.endpoints[name]
+        if not isinstance(endpoint, FilesystemEndpoint):
+            raise TypeError(f"endpoint {name} is {endpoint.kind}, not a filesystem")
+        return endpoint.root
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand(value: str) -> str:
+    def sub(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        found = os.environ.get(name)
+        if found:
+            return found
+        if default is not None:
+            return default
+        raise ConfigError([f"the config uses ${{{name}}} but {name} is not set (or give a default: ${{{name}:-...}})"])
+
+    return _VAR.sub(sub, value)
+
+
+def _rebase_paths(config: BeamflowConfig, base: Path) -> BeamflowConfig:
+    """Expand variables in path fields and anchor relative ones at the config file's folder."""
+
+    def fix(path: Path) -> Path:
+        expanded = Path(_expand(str(path))).expanduser()
+        return expanded if expanded.is_absolute() else (base / expanded).resolve()
+
+    endpoints = {
+        name: ep.model_copy(update={"root": fix(ep.root)}) if isinstance(ep, FilesystemEndpoint) else ep
+        for name, ep in config.endpoints.items()
+    }
+    return config.model_copy(
+        update={
+            "endpoints": endpoints,
+            "state_dir": fix(config.state_dir),
+            "nats": config.nats.model_copy(update={"data_dir": fix(config.nats.data_dir)}),
+        }
+    )
+
+
+def cross_check(config: BeamflowConfig) -> list[str]:
+    """Problems no single field can see: names that must be tokens, references that must exist."""
+    problems: list[str] = []
+    for name in config.endpoints:
+        if not subjects.is_token(name):
+            problems.append(f"endpoints.{name}: the name must be letters, digits, '-' or '_'")
+    for bl_name, bl in config.beamlines.items():
+        where = f"beamlines.{bl_name}"
+        if not subjects.is_token(bl_name):
+            problems.append(f"{where}: the name must be letters, digits, '-' or '_' (it is a subject token)")
+        if bl.watch.endpoint not in config.endpoints:
+            problems.append(f"{where}.watch.endpoint: no endpoint named {bl.watch.endpoint!r} is defined")
+        elif not isinstance(config.endpoints[bl.watch.endpoint], FilesystemEndpoint):
+            problems.append(f"{where}.watch.endpoint: the watcher needs a filesystem endpoint")
+        reachable = {bl.watch.endpoint}
+        for i, dest in enumerate(bl.destinations):
+            dwhere = f"{where}.destinations.{i}"
+            if dest.endpoint not in config.endpoints:
+                problems.append(f"{dwhere}.endpoint: no endpoint named {dest.endpoint!r} is defined")
+            source = dest.source or bl.watch.endpoint
+            if dest.source is not None and dest.source not in config.endpoints:
+                problems.append(f"{dwhere}.source: no endpoint named {dest.source!r} is defined")
+            elif source not in reachable:
+                problems.append(
+                    f"{dwhere}.source: {source!r} holds no copy yet at this step; "
+                    "a source must be the watched endpoint or an earlier destination"
+                )
+            if source == dest.endpoint:
+                problems.append(f"{dwhere}: source and destination are both {source!r}")
+            if dest.endpoint in reachable:
+                problems.append(f"{dwhere}.endpoint: {dest.endpoint!r} already holds the scan at this step")
+            reachable.add(dest.endpoint)
+    return problems
+
+
+def parse_config(raw: Any, base: Path) -> BeamflowConfig:
+    try:
+        config = BeamflowConfig.model_validate(raw if raw is not None else {})
+    except ValidationError as exc:
+        raise ConfigError(
+            [f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors(include_url=False)]
+        ) from exc
+    problems = cross_check(config)
+    if problems:
+        raise ConfigError(problems)
+    return _rebase_paths(config, base)
+
+
+def load_config(path: Path | str) -> BeamflowConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the config file ({exc.strerror})"]) from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from exc
+    return parse_config(raw, path.resolve().parent)
+
+
+def environment_problems(config: BeamflowConfig) -> list[str]:
+    """What stops this config from running on this machine: missing roots, unset secrets."""
+    from beamflow.common.endpoints import GlobusEndpoint
+
+    problems: list[str] = []
+    for name, ep in config.endpoints.items():
+        if isinstance(ep, FilesystemEndpoint):
+            if not ep.root.is_dir():
+                problems.append(f"endpoints.{name}.root: {ep.root} is not a folder on this machine")
+            elif not os.access(ep.root, os.R_OK | os.X_OK):
+                problems.append(f"endpoints.{name}.root: {ep.root} is not readable by this user")
+        elif isinstance(ep, GlobusEndpoint):
+            for field in ("client_id", "client_secret"):
+                ref = getattr(ep, field)
+                if not ref.is_set():
+                    problems.append(f"endpoints.{name}.{field}: {ref.describe()} is not set")
+    return problems

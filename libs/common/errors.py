@@ -1,0 +1,74 @@
+"""The exception types beamflow raises, and whether the runtime should retry them.
+
+Every handler failure is sorted into one of two families. ``PermanentError``: retrying cannot help, so the
+message is dead-lettered at once. ``TransientError``: the world may change (a disk frees up, a server comes
+back), so the message is redelivered with back-off and dead-lettered only when deliveries run out. Any other
+exception is a bug or something unforeseen and is treated as transient, so nothing is dropped on a surprise.
+Messages are written for the operator who reads the dead letter: say what happened and what to do.
+"""
+
+from __future__ import annotations
+
+
+class BeamflowError(Exception):
+    """Base of every error beamflow raises on purpose."""
+
+
+class PermanentError(BeamflowError):
+    """Retrying will not help; the message goes to the dead letters at once."""
+
+
+class TransientError(BeamflowError):
+    """May succeed later; the message is redelivered with back-off."""
+
+
+class ConfigError(BeamflowError):
+    """The configuration is invalid; the message lists every problem with the field that holds it."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class InvalidEvent(PermanentError):
+    """A message that does not validate against its event model (or has an unknown schema version)."""
+
+
+class PathOutsideRoot(PermanentError):
+    """A path in an event resolves outside its endpoint's root (``..``, absolute, or an escaping symlink)."""
+
+
+class UnknownEndpoint(PermanentError):
+    """An event names an endpoint that the configuration does not define."""
+
+
+class UnknownBeamline(PermanentError):
+    """An event names a beamline that the configuration does not define."""
+
+
+class UnsupportedEndpoint(PermanentError):
+    """The endpoint kind has no controller for the requested operation in this build."""
+
+
+class SourceMissing(PermanentError):
+    """A file named by a scan is not at the source; there is nothing to copy."""
+
+
+class SourceChanged(TransientError):
+    """The source changed while it was being copied; the copy was discarded and will be tried again."""
+
+
+class DestinationUnwritable(TransientError):
+    """The destination refused the write (permission denied, no space left, read-only filesystem)."""
+
+
+class VerificationFailed(TransientError):
+    """The copy at the destination does not match the source's size or checksum; it was not kept."""
+
+
+class NatsUnavailable(TransientError):
+    """The NATS server cannot be reached."""
+
+
+class EmbeddedServerError(BeamflowError):
+    """The embedded nats-server could not be started or did not become ready."""

@@ -1,0 +1,235 @@
+"""The event contracts: one pydantic model per ``scan.<stage>`` subject, JSON on the wire.
+
+Every event carries ``schema_version``; a consumer refuses a version it does not know (the message is
+dead-lettered, never retried). Models forbid unknown fields so a producer's typo fails loudly at the first
+consumer instead of being dropped silently. Each event knows its subject and its deterministic
+``Nats-Msg-Id``, which is what makes a retried publish harmless.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from beamflow.common import subjects
+from beamflow.common.errors import InvalidEvent
+
+SCHEMA_VERSION: Literal[1] = 1
+
+
+def _token(value: str) -> str:
+    if not subjects.is_token(value):
+        raise ValueError(f"{value!r} must be one subject token: letters, digits, '-' or '_'")
+    return value
+
+
+Token = Annotated[str, AfterValidator(_token)]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def scan_id_for(beamline: str, endpoint: str, scan_path: str) -> str:
+    """The stable id of a scan: the same beamline, endpoint and relative path always give the same id."""
+    digest = hashlib.blake2b(f"{beamline}\0{endpoint}\0{scan_path}".encode(), digest_size=8).hexdigest()
+    return f"{beamline}-{digest}"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScanFile(_Model):
+    """A file of a scan as the watcher saw it: path relative to the endpoint root."""
+
+    path: str
+    size: int = Field(ge=0)
+    mtime: float
+
+
+class FileCopy(_Model):
+    """A verified copy of one file: the checksum was computed while copying and checked at the destination."""
+
+    path: str
+    size: int = Field(ge=0)
+    checksum: str
+    algorithm: str
+
+
+class Event(_Model):
+    """Fields every scan event carries."""
+
+    stage: ClassVar[str]
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    scan_id: str
+    beamline: Token
+    occurred_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def event_type(self) -> str:
+        return f"scan.{self.stage}"
+
+    def subject(self) -> str:
+        return subjects.scan_subject(self.stage, self.beamline)
+
+    def msg_id(self) -> str:
+        """Deterministic de-duplication key: a retried publish of the same outcome is dropped by the server."""
+        return f"{self.scan_id}:{self.stage}"
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+class ScanNew(Event):
+    """A scan finished writing at ``endpoint``; every file of it is listed."""
+
+    stage: ClassVar[str] = subjects.NEW
+
+    endpoint: Token
+    scan_path: str = Field(description="The scan's key relative to the endpoint root (folder and stem).")
+    files: list[ScanFile] = Field(min_length=1)
+    detected_at: datetime = Field(description="When the last file of the scan was closed by the detector.")
+    export_controlled: bool = False
+
+
+class ScanMoved(Event):
+    """One destination now holds a verified copy of every file of the scan."""
+
+    stage: ClassVar[str] = subjects.MOVED
+
+    source_endpoint: Token
+    destination_endpoint: Token
+    step: int = Field(ge=1, description="Position of this destination in the beamline's ordered list.")
+    files: list[FileCopy] = Field(min_length=1)
+    bytes: int = Field(ge=0)
+    seconds: float = Field(ge=0)
+    copied: bool = Field(description="False when the destination already held a verified copy.")
+    detected_at: datetime | None = None
+    external_id: str | None = Field(default=None, description="Transfer task id where the transport has one.")
+
+    def msg_id(self) -> str:
+        return f"{self.scan_id}:{self.stage}:{self.destination_endpoint}"
+
+
+class OriginalMessage(_Model):
+    """The message a dead letter is about, exactly as it was received (data as UTF-8 text when it is)."""
+
+    subject: str
+    data: str
+    data_encoding: Literal["utf-8", "base64"] = "utf-8"
+    headers: dict[str, str] = Field(default_factory=dict)
+    stream: str | None = None
+    stream_seq: int | None = None
+
+
+class ScanFailed(Event):
+    """A dead letter: a service gave up on a message. Carries the reason and the original message."""
+
+    stage: ClassVar[str] = subjects.FAILED
+
+    scan_id: str | None = None  # type: ignore[assignment]  # unknown when the original did not parse
+    service: str
+    consumer: str
+    reason: str
+    error_type: str
+    permanent: bool
+    deliveries: int = Field(ge=0)
+    original: OriginalMessage
+
+    def msg_id(self) -> str:
+        if self.original.stream is not None and self.original.stream_seq is not None:
+            return f"failed:{self.original.stream}:{self.original.stream_seq}:{self.consumer}"
+        return f"failed:{self.consumer}:{hashlib.blake2b(self.original.data.encode(), digest_size=12).hexdigest()}"
+
+
+class ScanArchived(Event):
+    """The scan's files are in a verified archive bundle."""
+
+    stage: ClassVar[str] = subjects.ARCHIVED
+
+    archive_endpoint: Token
+    source_endpoint: Token
+    bundle: str
+    members: list[str] = Field(min_length=1)
+    external_id: str | None = None
+
+    def msg_id(self) -> str:
+        return f"{self.scan_id}:{self.stage}:{self.bundle}"
+
+
+class ScanAnalyzed(Event):
+    """An analysis job ran for the scan and its outputs are back at ``output_endpoint``."""
+
+    stage: ClassVar[str] = subjects.ANALYZED
+
+    compute_site: Token
+    job_id: str
+    exit_status: int
+    runtime_seconds: float = Field(ge=0)
+    output_endpoint: Token
+    outputs: list[FileCopy]
+
+    def msg_id(self) -> str:
+        return f"{self.scan_id}:{self.stage}:{self.compute_site}"
+
+
+class ScanIngested(Event):
+    """The catalog holds a record for the scan (or its derived data)."""
+
+    stage: ClassVar[str] = subjects.INGESTED
+
+    catalog: str
+    pid: str
+    dataset_kind: Literal["raw", "derived"]
+
+    def msg_id(self) -> str:
+        return f"{self.scan_id}:{self.stage}:{self.dataset_kind}"
+
+
+class ScanPruned(Event):
+    """Files of the scan were deleted from ``endpoint`` after the safety rule held."""
+
+    stage: ClassVar[str] = subjects.PRUNED
+
+    endpoint: Token
+    check_endpoint: Token
+    files: list[str]
+    freed_bytes: int = Field(ge=0)
+
+    def msg_id(self) -> str:
+        return f"{self.scan_id}:{self.stage}:{self.endpoint}"
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    model.stage: model
+    for model in (ScanNew, ScanMoved, ScanFailed, ScanArchived, ScanAnalyzed, ScanIngested, ScanPruned)
+}
+
+
+E = TypeVar("E", bound=Event)
+
+
+def parse_event(model: type[E], data: bytes) -> E:
+    """Validate ``data`` as ``model``; any problem (bad JSON, wrong version, missing field) is InvalidEvent."""
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as exc:
+        raise InvalidEvent(f"{model.stage} event failed validation: {_summarize(exc)}") from exc
+
+
+def _summarize(exc: ValidationError) -> str:
+    parts: list[str] = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "(message)"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def describe_schema() -> dict[str, Any]:
+    """JSON Schema of every event, for documentation and for other-language consumers."""
+    return {f"scan.{stage}": model.model_json_schema() for stage, model in EVENT_TYPES.items()}

@@ -1,0 +1,55 @@
+"""Subject names and stream names, defined once.
+
+Every scan subject is ``scan.<stage>.<beamline>`` so consumers can filter by beamline and operators can
+read a subject and know what it carries. Beamline names are single subject tokens.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+SCANS_STREAM: Final = "SCANS"
+DEAD_LETTER_STREAM: Final = "DEADLETTERS"
+ADVISORY_STREAM: Final = "ADVISORIES"
+
+NEW: Final = "new"
+MOVED: Final = "moved"
+FAILED: Final = "failed"
+ARCHIVED: Final = "archived"
+ANALYZED: Final = "analyzed"
+INGESTED: Final = "ingested"
+PRUNED: Final = "pruned"
+
+#: Stages carried by the SCANS stream (dead letters live in their own stream).
+SCAN_STAGES: Final = (NEW, MOVED, ARCHIVED, ANALYZED, INGESTED, PRUNED)
+
+MAX_DELIVERIES_ADVISORY_PREFIX: Final = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def is_token(name: str) -> bool:
+    """True if ``name`` can stand as one subject token (no dots, spaces or wildcards)."""
+    return bool(_TOKEN.match(name))
+
+
+def scan_subject(stage: str, beamline: str) -> str:
+    return f"scan.{stage}.{beamline}"
+
+
+def stage_filter(stage: str) -> str:
+    """The filter matching ``stage`` events of every beamline."""
+    return f"scan.{stage}.>"
+
+
+def beamline_of(subject: str) -> str | None:
+    """The beamline token of a ``scan.<stage>.<beamline>`` subject, or None for any other subject."""
+    parts = subject.split(".")
+    if len(parts) >= 3 and parts[0] == "scan":
+        return parts[2]
+    return None
+
+
+def max_deliveries_advisory(stream: str, consumer: str) -> str:
+    return f"{MAX_DELIVERIES_ADVISORY_PREFIX}.{stream}.{consumer}"

@@ -1,0 +1,172 @@
+"""Filesystem-to-filesystem transfer: copy, checksum in the same pass, fsync, verify, rename into place.
+
+The order of steps is what makes a copy safe to trust:
+
+1. stat the source; if the destination already has a file of that size whose checksum matches the
+   source's, it is a verified copy and is not written again (idempotence);
+2. stream the source into a hidden temporary file beside the destination, hashing each chunk as it passes;
+3. fsync the temporary file;
+4. stat the source again: if its size, mtime or inode moved, the copy is discarded (``SourceChanged``);
+5. re-read the temporary file and compare checksum and size (``VerificationFailed`` otherwise);
+6. set the source's mtime, rename over the final name, fsync the folder.
+
+Only step 6 makes a file appear under its final name, so a crash or a full disk leaves at most a hidden
+``*.beamflow-*.part`` file, never a partial file that looks complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import uuid
+from pathlib import Path
+
+from beamflow.common.checksums import ALGORITHM, CHUNK_SIZE, file_checksum, new_hasher
+from beamflow.common.endpoints import EndpointConfig, FilesystemEndpoint, resolve_inside
+from beamflow.common.errors import (
+    DestinationUnwritable,
+    SourceChanged,
+    SourceMissing,
+    UnsupportedEndpoint,
+    VerificationFailed,
+)
+from beamflow.common.events import FileCopy
+from beamflow.common.transfer import TransferResult
+
+#: errno values that mean "this destination will not take the write" (retry later, then dead-letter).
+_REFUSED = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG}
+
+TEMP_MARKER = ".beamflow-"
+
+
+def _refused(exc: OSError, where: Path) -> DestinationUnwritable:
+    return DestinationUnwritable(
+        f"destination refused the write at {where}: {exc.strerror or exc} (errno {exc.errno}); "
+        "free space or fix permissions there; the source is untouched and the copy will be retried"
+    )
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def copy_file(source_root: Path, dest_root: Path, relpath: str, source_name: str = "source",
+              dest_name: str = "destination") -> tuple[FileCopy, bool]:
+    """Copy one file and verify it. Returns the verified copy and whether bytes were written."""
+    src = resolve_inside(source_root, relpath, source_name)
+    dst = resolve_inside(dest_root, relpath, dest_name)
+    try:
+        before = os.stat(src)
+    except FileNotFoundError as exc:
+        raise SourceMissing(f"{relpath} is not on {source_name} ({src}); it was moved or deleted before the copy") from exc
+
+    if _already_verified(src, dst, before.st_size):
+        digest, _ = file_checksum(dst)
+        return FileCopy(path=relpath, size=before.st_size, checksum=digest, algorithm=ALGORITHM), False
+
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        if exc.errno in _REFUSED:
+            raise _refused(exc, dst.parent) from exc
+        raise
+    # Resolve again now that the folder exists: a symlinked folder created meanwhile must not lead out.
+    dst = resolve_inside(dest_root, relpath, dest_name)
+    tmp = dst.parent / f".{dst.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}.part"
+    try:
+        digest, size = _stream_copy(src, tmp)
+        after = os.stat(src)
+        if (after.st_size, after.st_mtime_ns, after.st_ino) != (before.st_size, before.st_mtime_ns, before.st_ino) \
+                or size != before.st_size:
+            raise SourceChanged(
+                f"{relpath} changed on {source_name} while it was being copied "
+                f"(size {before.st_size} -> {after.st_size}); the copy was discarded and will be retried"
+            )
+        check, check_size = file_checksum(tmp)
+        if check != digest or check_size != size:
+            raise VerificationFailed(
+                f"{relpath}: the copy on {dest_name} does not match the source "
+                f"({ALGORITHM} {check} != {digest}, {check_size} != {size} bytes); it was discarded"
+            )
+        os.utime(tmp, ns=(before.st_atime_ns, before.st_mtime_ns))
+        os.replace(tmp, dst)
+        _fsync_dir(dst.parent)
+    except OSError as exc:
+        _discard(tmp)
+        if exc.errno in _REFUSED:
+            raise _refused(exc, dst) from exc
+        if isinstance(exc, FileNotFoundError) and not src.exists():
+            raise SourceMissing(f"{relpath} disappeared from {source_name} during the copy") from exc
+        raise
+    except BaseException:
+        _discard(tmp)
+        raise
+    return FileCopy(path=relpath, size=size, checksum=digest, algorithm=ALGORITHM), True
+
+
+def _already_verified(src: Path, dst: Path, size: int) -> bool:
+    try:
+        if not dst.is_file() or dst.stat().st_size != size:
+            return False
+    except OSError:
+        return False
+    return file_checksum(src)[0] == file_checksum(dst)[0]
+
+
+def _stream_copy(src: Path, tmp: Path) -> tuple[str, int]:
+    hasher = new_hasher()
+    buffer = bytearray(CHUNK_SIZE)
+    view = memoryview(buffer)
+    total = 0
+    with src.open("rb", buffering=0) as reader:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            while n := reader.readinto(buffer):
+                chunk = view[:n]
+                hasher.update(chunk)
+                written = 0
+                while written < n:
+                    written += os.write(fd, chunk[written:])
+                total += n
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return hasher.hexdigest(), total
+
+
+def _discard(tmp: Path) -> None:
+    try:
+        tmp.unlink()
+    except FileNotFoundError:
+        pass
+
+
+class FilesystemTransfer:
+    """Transfer controller for two filesystem endpoints on this host."""
+
+    async def transfer(
+        self,
+        source_name: str,
+        source: EndpointConfig,
+        destination_name: str,
+        destination: EndpointConfig,
+        paths: list[str],
+    ) -> TransferResult:
+        if not isinstance(source, FilesystemEndpoint) or not isinstance(destination, FilesystemEndpoint):
+            raise UnsupportedEndpoint("FilesystemTransfer copies between filesystem endpoints only")
+        files: list[FileCopy] = []
+        copied_files = copied_bytes = 0
+        for relpath in paths:
+            copy, written = await asyncio.to_thread(
+                copy_file, source.root, destination.root, relpath, source_name, destination_name
+            )
+            files.append(copy)
+            if written:
+                copied_files += 1
+                copied_bytes += copy.size
+        return TransferResult(files=files, copied_files=copied_files, copied_bytes=copied_bytes)

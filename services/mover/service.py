@@ -1,0 +1,20 @@
+"""Declares the mover service for the runtime (entry point ``beamflow.services: mover``)."""
+
+from __future__ import annotations
+
+from beamflow.common import subjects
+from beamflow.common.config import BeamflowConfig
+from beamflow.common.events import ScanMoved, ScanNew
+from beamflow.common.service import Handler, Service
+from beamflow.mover.handler import Mover
+
+
+def build(config: BeamflowConfig) -> Service:
+    mover = Mover(config)
+    return Service(
+        name="mover",
+        handlers=[
+            Handler(name="scan-new", subject=subjects.stage_filter(subjects.NEW), event=ScanNew,
+                    handle=mover.on_scan_new, publishes=(ScanMoved,)),
+        ],
+    )
