@@ -6,6 +6,7 @@ render server-side TTLs in hours.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from typing import Annotated
@@ -30,18 +31,26 @@ def parse_duration(value: object) -> timedelta:
         seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
     else:
         raise ValueError(f"{value!r} is not a duration")
+    if not math.isfinite(seconds):
+        raise ValueError(f"{value!r} is not a finite duration")
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
-    return timedelta(seconds=seconds)
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        raise ValueError(f"{value!r} is too long for a duration (at most 999999999 days)") from None
 
 
 def format_duration(value: timedelta) -> str:
-    seconds = value.total_seconds()
+    # Integer microseconds: float seconds would turn 1001 ms into "1000ms".
+    micros = value // timedelta(microseconds=1)
     for unit in ("d", "h", "m", "s"):
-        size = _UNITS[unit]
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{int(seconds * 1000)}ms"
+        size = round(_UNITS[unit] * 1_000_000)
+        if micros >= size and micros % size == 0:
+            return f"{micros // size}{unit}"
+    if micros % 1000 == 0:
+        return f"{micros // 1000}ms"
+    return f"{micros / 1000}ms"
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration)]

@@ -1,0 +1,106 @@
+"""Watching the bus from outside: every scan event and dead letter, parsed, as it is stored.
+
+Used by ``beamflow demo`` for its live progress, by the benchmarks to time outcomes, and by tests to wait
+for an outcome instead of sleeping. It reads the streams with ordered ephemeral consumers from the first
+message, so nothing published before it started is missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy
+
+from beamflow.common import subjects
+from beamflow.common.events import EVENT_TYPES, Event, ScanFailed, ScanMoved, ScanNew
+
+__all__ = ["EventCollector", "collecting"]
+
+
+class EventCollector:
+    """Every event stored on SCANS and DEADLETTERS, parsed, in arrival order."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.events: list[Event] = []
+        self.received_at: list[float] = []  # time.time() when each entry of ``events`` arrived here
+        self._changed = asyncio.Condition()
+        self._nc: Client | None = None
+
+    async def start(self, stream_timeout: float = 10.0) -> EventCollector:
+        self._nc = await nats.connect(self.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+        js = self._nc.jetstream()
+        for stream in (subjects.SCANS_STREAM, subjects.DEAD_LETTER_STREAM):
+            await self._wait_for_stream(stream, stream_timeout)
+            await js.subscribe(">", stream=stream, ordered_consumer=True, cb=self._on_msg,
+                               deliver_policy=DeliverPolicy.ALL)
+        return self
+
+    async def _wait_for_stream(self, stream: str, timeout: float) -> None:
+        assert self._nc is not None
+        js = self._nc.jetstream()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await js.stream_info(stream)
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"stream {stream} was never created; is any beamflow service running?") from None
+            await asyncio.sleep(0.05)  # the stream is created by a service in another process
+
+    async def _on_msg(self, msg: Msg) -> None:
+        stage = msg.subject.split(".")[1] if msg.subject.startswith("scan.") else ""
+        model = EVENT_TYPES.get(stage)
+        if model is not None:
+            with contextlib.suppress(ValueError):
+                self.events.append(model.model_validate_json(msg.data))
+                self.received_at.append(time.time())
+        async with self._changed:
+            self._changed.notify_all()
+
+    def of(self, model: type[Event]) -> list[Any]:
+        return [e for e in self.events if isinstance(e, model)]
+
+    @property
+    def new(self) -> list[ScanNew]:
+        return self.of(ScanNew)
+
+    @property
+    def moved(self) -> list[ScanMoved]:
+        return self.of(ScanMoved)
+
+    @property
+    def failed(self) -> list[ScanFailed]:
+        return self.of(ScanFailed)
+
+    async def wait_for(self, predicate: Callable[[EventCollector], bool], timeout: float = 20.0) -> None:
+        async def _wait() -> None:
+            async with self._changed:
+                await self._changed.wait_for(lambda: predicate(self))
+
+        try:
+            await asyncio.wait_for(_wait(), timeout)
+        except TimeoutError:
+            stages = [f"{e.stage}:{e.scan_id}" for e in self.events][-20:]
+            raise AssertionError(f"condition not met within {timeout}s; last events: {stages}") from None
+
+    async def close(self) -> None:
+        if self._nc is not None:
+            await self._nc.close()
+
+
+@contextlib.asynccontextmanager
+async def collecting(url: str) -> AsyncIterator[EventCollector]:
+    collector = await EventCollector(url).start()
+    try:
+        yield collector
+    finally:
+        await collector.close()
