@@ -113,9 +113,7 @@ class Runtime:
         stream = subjects.DEAD_LETTER_STREAM if isinstance(event, ScanFailed) else subjects.SCANS_STREAM
         try:
             await self.js.publish(event.subject(), event.to_json(), timeout=timeout, stream=stream, headers=headers)
-        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.ConnectionClosedError,
-                nats.errors.ConnectionReconnectingError, nats.errors.OutboundBufferLimitError,
-                nats.errors.StaleConnectionError, nats.errors.UnexpectedEOF) as exc:
+        except nats.errors.Error as exc:  # every client error, JetStream's included (no stream yet, timeout)
             raise NatsUnavailable(f"could not publish {event.event_type} to NATS at {self.nats_url}: {exc!r}") from exc
         self.stats[f"published.{event.stage}"] += 1
 

@@ -127,6 +127,9 @@ class BeamlineWatcher:
             except BeamflowError as exc:
                 log.warning("publish failed; kept in the spool", extra={"scan_id": event.scan_id, "error": str(exc)})
                 return False
+            except Exception:  # a sender must never die: the event would sit in the outbox until a restart
+                log.exception("unexpected publish error; kept in the spool", extra={"scan_id": event.scan_id})
+                return False
         self.spool.done(event)
         self._queued.discard(event.scan_id)
         self.announced += 1
