@@ -17,7 +17,9 @@ Only step 6 makes a file appear under its final name, so a crash or a full disk 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import glob
 import os
 import uuid
 from pathlib import Path
@@ -77,6 +79,7 @@ def copy_file(source_root: Path, dest_root: Path, relpath: str, source_name: str
         raise
     # Resolve again now that the folder exists: a symlinked folder created meanwhile must not lead out.
     dst = resolve_inside(dest_root, relpath, dest_name)
+    _discard_stale_temps(dst)
     tmp = dst.parent / f".{dst.name}{TEMP_MARKER}{uuid.uuid4().hex[:12]}.part"
     try:
         digest, size = _stream_copy(src, tmp)
@@ -139,11 +142,16 @@ def _stream_copy(src: Path, tmp: Path) -> tuple[str, int]:
     return hasher.hexdigest(), total
 
 
+def _discard_stale_temps(dst: Path) -> None:
+    """Remove what a killed earlier attempt left behind: this delivery owns the copy of ``dst`` now."""
+    for stale in dst.parent.glob(f".{glob.escape(dst.name)}{TEMP_MARKER}*.part"):
+        _discard(stale)
+
+
 def _discard(tmp: Path) -> None:
-    try:
+    # A read-only or vanished destination refuses the unlink too; the original error is the one to report.
+    with contextlib.suppress(OSError):
         tmp.unlink()
-    except FileNotFoundError:
-        pass
 
 
 class FilesystemTransfer:
