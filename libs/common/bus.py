@@ -90,6 +90,7 @@ def stream_configs(config: BeamflowConfig) -> list[StreamConfig]:
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             max_age=timedelta(days=7).total_seconds(),
+            duplicate_window=d.duplicate_window.total_seconds(),
             num_replicas=replicas,
         ),
     ]

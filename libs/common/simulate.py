@@ -371,7 +371,12 @@ class DetectorSimulator:
         shape832: tuple[int, int] = (64, 64),
         projections: int = 8,
         atomic: bool = False,
+        name733: str = "bl733",
+        name832: str = "bl832",
     ) -> None:
+        # The names are the beamlines' keys in the configuration, which SimulatedScan.beamline carries.
+        self.name733 = name733
+        self.name832 = name832
         self.root733 = root733
         self.root832 = root832
         self.seed = seed
@@ -390,7 +395,7 @@ class DetectorSimulator:
             raise ValueError("DetectorSimulator has no 7.3.3 root")
         scan_path = f"{folder.strip('/')}/sample_{index:04d}"
         files = write_scan_733(self.root733, scan_path, self._rng(733, index), self.shape733, self.atomic)
-        return SimulatedScan("7.3.3", scan_path, files, time.time())
+        return SimulatedScan(self.name733, scan_path, files, time.time())
 
     def scan_832(
         self, index: int, folder: str = "2026/demo", restricted: bool = False, messy: bool = False
@@ -409,4 +414,4 @@ class DetectorSimulator:
             atomic=self.atomic,
             messy=messy,
         )
-        return SimulatedScan("8.3.2", scan_path, [path], time.time())
+        return SimulatedScan(self.name832, scan_path, [path], time.time())

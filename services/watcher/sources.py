@@ -1,6 +1,8 @@
 """Where finished-file notices come from: inotify through watchdog, or polling with a stability rule.
 
-Both push ``(relative path, close time)`` onto an asyncio queue; the watcher decides what forms a scan.
+Both push ``(relative path, time, kind)`` onto an asyncio queue; the watcher decides what forms a scan.
+``kind`` is ``"file"`` for a finished file and ``"dir"`` for a new folder: inotify cannot report files that
+were written into a folder before its watch existed, so the watcher must look into new folders itself.
 """
 
 from __future__ import annotations
@@ -8,12 +10,26 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import warnings
 from pathlib import Path
 
-from watchdog.events import FileClosedEvent, FileMovedEvent, FileSystemEvent, FileSystemEventHandler
+from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers import Observer
 
-Notice = tuple[str, float]
+# watchdog warns when a nested folder is created so fast that it registers the same watch twice; it then
+# replaces the watch itself, so the warning carries nothing an operator can act on.
+warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning, module="watchdog")
+
+Notice = tuple[str, float, str]
+FILE = "file"
+DIR = "dir"
 
 
 class _Forward(FileSystemEventHandler):
@@ -24,22 +40,28 @@ class _Forward(FileSystemEventHandler):
         self.loop = loop
         self.queue = queue
 
-    def _forward(self, path: str | bytes) -> None:
+    def _forward(self, path: str | bytes, kind: str) -> None:
         text = os.fsdecode(path)
         try:
             rel = Path(text).relative_to(self.root).as_posix()
         except ValueError:
             return
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, (rel, time.time()))
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, (rel, time.time(), kind))
 
     def on_closed(self, event: FileSystemEvent) -> None:
         # Only IN_CLOSE_WRITE arrives here; IN_CLOSE_NOWRITE (a reader closing) is on_closed_no_write.
         if isinstance(event, FileClosedEvent) and not event.is_directory:
-            self._forward(event.src_path)
+            self._forward(event.src_path, FILE)
 
     def on_moved(self, event: FileSystemEvent) -> None:
         if isinstance(event, FileMovedEvent) and not event.is_directory:
-            self._forward(event.dest_path)
+            self._forward(event.dest_path, FILE)
+        elif isinstance(event, DirMovedEvent):
+            self._forward(event.dest_path, DIR)
+
+    def on_created(self, event: FileSystemEvent) -> None:
+        if isinstance(event, DirCreatedEvent):
+            self._forward(event.src_path, DIR)
 
 
 class InotifySource:
@@ -110,6 +132,6 @@ class PollingSource:
             seen[rel] = (*key, count)
             if count >= self.stable_polls and self._reported.get(rel) != key:
                 self._reported[rel] = key
-                self.queue.put_nowait((rel, now))
+                self.queue.put_nowait((rel, now, FILE))
         self._seen = seen
         self._reported = {rel: key for rel, key in self._reported.items() if rel in seen}

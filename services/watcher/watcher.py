@@ -23,7 +23,7 @@ from beamflow.common.events import ScanFile, ScanNew, scan_id_for
 from beamflow.common.service import Publisher
 from beamflow.common.telemetry import tracer
 from beamflow.watcher.grouping import Grouping
-from beamflow.watcher.sources import InotifySource, Notice, PollingSource, walk_files
+from beamflow.watcher.sources import DIR, InotifySource, Notice, PollingSource, walk_files
 from beamflow.watcher.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,9 @@ class BeamlineWatcher:
         self.notices: asyncio.Queue[Notice] = asyncio.Queue()
         self.outbox: asyncio.Queue[ScanNew] = asyncio.Queue()
         self._closed: dict[str, float] = {}  # relative file path -> when a close notice arrived
+        # Files found in a folder created after the watch began: no close notice can be trusted to come
+        # for them, so they are finished once size and mtime hold still (path -> size, mtime_ns, polls).
+        self._unsure: dict[str, tuple[int, int, int]] = {}
         self._queued: set[str] = set()  # scan ids waiting in the outbox
         self._wake_retry = asyncio.Event()
         self.announced = 0
@@ -93,10 +96,34 @@ class BeamlineWatcher:
         member = self.grouping.member(rel)
         if member is None:
             return
+        self._unsure.pop(rel, None)
         self._closed[rel] = at
         event = self.candidate(member.scan_path, time.time())
         if event is not None:
             self._enqueue(event)
+
+    def on_new_folder(self, rel_folder: str, listing: dict[str, os.stat_result]) -> None:
+        for rel, st in listing.items():
+            path = f"{rel_folder}/{rel}" if rel_folder not in ("", ".") else rel
+            if path not in self._closed and self.grouping.member(path) is not None:
+                self._unsure.setdefault(path, (st.st_size, st.st_mtime_ns, 0))
+
+    def settle_unsure(self) -> None:
+        """One stability poll of the files found in new folders; stable ones count as closed."""
+        needed = self.settings.watch.stable_polls
+        for rel, (size, mtime_ns, polls) in list(self._unsure.items()):
+            try:
+                st = os.stat(self.root / rel, follow_symlinks=False)
+            except FileNotFoundError:
+                del self._unsure[rel]
+                continue
+            if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+                self._unsure[rel] = (st.st_size, st.st_mtime_ns, 0)
+            elif polls + 1 >= needed:
+                del self._unsure[rel]
+                self.on_notice(rel, st.st_mtime)
+            else:
+                self._unsure[rel] = (size, mtime_ns, polls + 1)
 
     def reconcile(self, files: list[str] | None = None) -> int:
         """Announce every complete, settled scan under the root that was never announced."""
@@ -163,17 +190,29 @@ class BeamlineWatcher:
             poller = PollingSource(self.root, self.notices, watch.poll_interval.total_seconds(), watch.stable_polls)
             tasks.append(asyncio.create_task(poller.run()))
         tasks.append(asyncio.create_task(self._reconcile_loop()))
+        tasks.append(asyncio.create_task(self._settle_loop()))
         log.info("watching", extra={"beamline": self.beamline, "root": str(self.root), "mode": watch.mode})
         try:
             while True:
-                rel, at = await self.notices.get()
-                self.on_notice(rel, at)
+                rel, at, kind = await self.notices.get()
+                if kind == DIR:
+                    listing = await asyncio.to_thread(walk_files, self.root / rel)
+                    self.on_new_folder(rel, listing)
+                else:
+                    self.on_notice(rel, at)
         finally:
             if inotify is not None:
                 inotify.stop()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _settle_loop(self) -> None:
+        interval = self.settings.watch.poll_interval.total_seconds()
+        while True:
+            await asyncio.sleep(interval)
+            if self._unsure:
+                self.settle_unsure()
 
     async def _reconcile_loop(self) -> None:
         interval = self.settings.watch.reconcile_interval.total_seconds()

@@ -152,3 +152,16 @@ async def test_watcher_started_without_nats_spools_and_delivers_when_it_appears(
         finally:
             server.stop()
     assert sorted(e.scan_path for e in events.new) == [f"offline_{i}" for i in range(3)]
+
+
+async def test_files_written_into_a_brand_new_folder_are_not_missed(tmp_path: Path, nats_server: EmbeddedNats) -> None:
+    # inotify only watches a new folder once it has seen it created; files closed before that produce no
+    # event. Reconcile is an hour away in this config, so only the new-folder handling can find them.
+    config = test_config(tmp_path)
+    src = tmp_path / "source"
+    async with running(build_watcher(config), config, nats_server.url), collecting(nats_server.url) as events:
+        await wait_until(lambda: (tmp_path / "state/watcher/bl832").exists())
+        for i in range(20):
+            write(src / f"day_{i}/sample/tomo_{i}.h5")
+        await events.wait_for(lambda c: len(c.new) == 20)
+    assert sorted(e.scan_path for e in events.new) == sorted(f"day_{i}/sample/tomo_{i}" for i in range(20))
