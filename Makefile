@@ -26,7 +26,8 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check libs services tests bench
-	$(BIN)/mypy libs/common
+	@mkdir -p .beamflow/typecheck/beamflow && ln -sfn ../../../libs/common .beamflow/typecheck/beamflow/common
+	MYPYPATH=.beamflow/typecheck $(BIN)/mypy -p beamflow.common
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -p no:cacheprovider

@@ -17,6 +17,8 @@ import logging
 from datetime import timedelta
 
 import nats
+from beamflow.common import subjects
+from beamflow.common.config import BeamflowConfig, NatsConfig
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -29,9 +31,6 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.errors import NotFoundError
-
-from beamflow.common import subjects
-from beamflow.common.config import BeamflowConfig, NatsConfig
 
 log = logging.getLogger(__name__)
 
@@ -106,9 +105,12 @@ async def ensure_streams(js: JetStreamContext, config: BeamflowConfig) -> None:
             log.info("created stream", extra={"stream": wanted.name})
             continue
         current = info.config
-        if (current.num_replicas, current.max_age, current.duplicate_window, sorted(current.subjects or [])) != (
-            wanted.num_replicas, wanted.max_age, wanted.duplicate_window, sorted(wanted.subjects or [])
-        ):
+        if (
+            current.num_replicas,
+            current.max_age,
+            current.duplicate_window,
+            sorted(current.subjects or []),
+        ) != (wanted.num_replicas, wanted.max_age, wanted.duplicate_window, sorted(wanted.subjects or [])):
             await js.update_stream(wanted)
             log.info("updated stream", extra={"stream": wanted.name})
 
@@ -140,6 +142,10 @@ async def ensure_consumer(
         log.info("created consumer", extra={"stream": stream, "consumer": durable})
         return
     c = info.config
-    if (c.ack_wait, c.max_deliver, c.filter_subject) != (wanted.ack_wait, wanted.max_deliver, wanted.filter_subject):
+    if (c.ack_wait, c.max_deliver, c.filter_subject) != (
+        wanted.ack_wait,
+        wanted.max_deliver,
+        wanted.filter_subject,
+    ):
         await js.add_consumer(stream, wanted)  # add with the same durable name updates it
         log.info("updated consumer", extra={"stream": stream, "consumer": durable})

@@ -1,9 +1,9 @@
 """The ``beamflow`` command: run the whole system on one machine, run one service, try it, check a config.
 
-    beamflow up       embedded NATS + every installed service, until Ctrl-C
-    beamflow run X    one service (production: one process per service, per pod)
-    beamflow demo     `up`, plus simulated 7.3.3 and 8.3.2 scans, live progress and a summary
-    beamflow check    validate a configuration file and print every problem
+beamflow up       embedded NATS + every installed service, until Ctrl-C
+beamflow run X    one service (production: one process per service, per pod)
+beamflow demo     `up`, plus simulated 7.3.3 and 8.3.2 scans, live progress and a summary
+beamflow check    validate a configuration file and print every problem
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-
 from beamflow.common.config import BeamflowConfig, environment_problems, load_config
 from beamflow.common.errors import BeamflowError, ConfigError
+from rich.console import Console
 
 app = typer.Typer(
     name="beamflow",
@@ -32,12 +31,21 @@ console = Console(stderr=True)
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "demo.yaml"
 
 ConfigOption = Annotated[
-    Path, typer.Option("--config", "-c", help="Configuration file (YAML). Default: config/demo.yaml.",
-                       envvar="BEAMFLOW_CONFIG")
+    Path,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Configuration file (YAML). Default: config/demo.yaml.",
+        envvar="BEAMFLOW_CONFIG",
+    ),
 ]
 NatsOption = Annotated[
-    str | None, typer.Option("--nats", help="Use this NATS server (nats://host:port) instead of the embedded one.",
-                             envvar="BEAMFLOW_NATS_URL")
+    str | None,
+    typer.Option(
+        "--nats",
+        help="Use this NATS server (nats://host:port) instead of the embedded one.",
+        envvar="BEAMFLOW_NATS_URL",
+    ),
 ]
 
 
@@ -60,8 +68,10 @@ def _install_signal_handlers(stop: asyncio.Event) -> None:
 @app.command()
 def check(
     config: Annotated[Path, typer.Argument(help="The configuration file to validate.")],
-    environment: Annotated[bool, typer.Option("--environment", "-e",
-                                              help="Also check this machine: roots exist, secrets are set.")] = False,
+    environment: Annotated[
+        bool,
+        typer.Option("--environment", "-e", help="Also check this machine: roots exist, secrets are set."),
+    ] = False,
 ) -> None:
     """Validate a configuration; print every problem with the field that holds it; exit 1 if any."""
     try:
@@ -102,8 +112,10 @@ def run(
     loaded = _load(config)
     url = nats_url or loaded.nats.url
     if not url:
-        console.print("[red]no NATS server: pass --nats URL or set nats.url in the config "
-                      "(`beamflow up` starts an embedded server and its services for you)[/red]")
+        console.print(
+            "[red]no NATS server: pass --nats URL or set nats.url in the config "
+            "(`beamflow up` starts an embedded server and its services for you)[/red]"
+        )
         raise typer.Exit(2)
     configure_logging(service, log_level)
     configure_tracing(service, loaded.telemetry.service_namespace)
@@ -138,8 +150,10 @@ def up(
             await stack.wait_ready()
             console.print(f"[green]beamflow is up[/green]: NATS at {stack.url}")
             for proc in stack.processes.values():
-                console.print(f"  {proc.name:<10} pid {proc.pid:<8} health http://127.0.0.1:{proc.health_port}/readyz"
-                              f"  log {proc.log_path}")
+                console.print(
+                    f"  {proc.name:<10} pid {proc.pid:<8} health http://127.0.0.1:{proc.health_port}/readyz"
+                    f"  log {proc.log_path}"
+                )
             console.print("Ctrl-C stops every service (in-flight work finishes first).")
             await stop.wait()
         finally:
@@ -152,15 +166,17 @@ def up(
 def demo(
     config: ConfigOption = DEFAULT_CONFIG,
     scans: Annotated[int, typer.Option(help="Scans to simulate per beamline.")] = 10,
-    workdir: Annotated[Path | None, typer.Option(help="Where the demo's folders go (default: a new folder "
-                                                      "under .beamflow/demo-runs).")] = None,
+    workdir: Annotated[
+        Path | None,
+        typer.Option(help="Where the demo's folders go (default: a new folder under .beamflow/demo-runs)."),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every copy.")] = 120.0,
 ) -> None:
     """Run beamflow on the embedded default and drive simulated 7.3.3 and 8.3.2 scans through it."""
     from beamflow.common.demo import run_demo
 
     try:
-        ok = asyncio.run(run_demo(config, scans, workdir, timeout, console))
+        ok = asyncio.run(run_demo(config.resolve(), scans, workdir, timeout, console))
     except BeamflowError as exc:
         console.print(f"[red]demo failed: {exc}[/red]")
         raise typer.Exit(1) from None

@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
 from beamflow.common import subjects
 from beamflow.common.durations import Duration
 from beamflow.common.endpoints import EndpointConfig, FilesystemEndpoint
 from beamflow.common.errors import ConfigError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class _Section(BaseModel):
@@ -95,7 +94,8 @@ class ScanRule(_Section):
 class Destination(_Section):
     endpoint: str
     source: str | None = Field(
-        default=None, description="Copy from this endpoint (an earlier destination); default: the watched one."
+        default=None,
+        description="Copy from this endpoint (an earlier destination); default: the watched one.",
     )
 
 
@@ -212,7 +212,10 @@ def parse_config(raw: Any, base: Path) -> BeamflowConfig:
         config = BeamflowConfig.model_validate(raw if raw is not None else {})
     except ValidationError as exc:
         raise ConfigError(
-            [f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors(include_url=False)]
+            [
+                f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
+                for e in exc.errors(include_url=False)
+            ]
         ) from exc
     problems = cross_check(config)
     if problems:

@@ -16,15 +16,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
-
 from beamflow.common.config import BeamflowConfig, load_config
 from beamflow.common.observe import EventCollector
 from beamflow.common.service import discover
 from beamflow.common.simulate import DetectorSimulator, SimulatedScan
 from beamflow.common.stack import Stack
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
 
 
 @dataclass
@@ -50,8 +49,13 @@ def expected_destinations(config: BeamflowConfig, beamline: str, scan_path: str)
     return wanted
 
 
-def _table(config: BeamflowConfig, written: dict[str, int], collector: EventCollector,
-           expected: dict[str, int], started: float) -> Table:
+def _table(
+    config: BeamflowConfig,
+    written: dict[str, int],
+    collector: EventCollector,
+    expected: dict[str, int],
+    started: float,
+) -> Table:
     table = Table(title="beamflow demo", caption=f"{time.monotonic() - started:5.1f} s")
     for column in ("beamline", "scans written", "detected", "copies verified", "failed"):
         table.add_column(column, justify="right" if column != "beamline" else "left")
@@ -59,8 +63,13 @@ def _table(config: BeamflowConfig, written: dict[str, int], collector: EventColl
         new = sum(1 for e in collector.new if e.beamline == beamline)
         moved = sum(1 for e in collector.moved if e.beamline == beamline)
         failed = sum(1 for e in collector.failed if e.beamline == beamline)
-        table.add_row(beamline, str(written.get(beamline, 0)), str(new),
-                      f"{moved} / {expected.get(beamline, 0)}", f"[red]{failed}[/red]" if failed else "0")
+        table.add_row(
+            beamline,
+            str(written.get(beamline, 0)),
+            str(new),
+            f"{moved} / {expected.get(beamline, 0)}",
+            f"[red]{failed}[/red]" if failed else "0",
+        )
     return table
 
 
@@ -75,7 +84,7 @@ async def run_demo(config_path: Path, scans: int, workdir: Path | None, timeout:
         config.filesystem_root(endpoint).mkdir(parents=True, exist_ok=True)
 
     console.print(f"demo folder: {run_dir}")
-    stack = Stack(config, config_path.resolve(), list(discover()))
+    stack = Stack(config, config_path, list(discover()))
     await stack.start()
     collector: EventCollector | None = None
     try:
@@ -98,8 +107,13 @@ async def run_demo(config_path: Path, scans: int, workdir: Path | None, timeout:
 
         for scan in await asyncio.to_thread(simulate):
             written[scan.beamline] = written.get(scan.beamline, 0) + 1
-            expectations.append(Expectation(scan.beamline, scan.scan_path,
-                                            expected_destinations(config, scan.beamline, scan.scan_path)))
+            expectations.append(
+                Expectation(
+                    scan.beamline,
+                    scan.scan_path,
+                    expected_destinations(config, scan.beamline, scan.scan_path),
+                )
+            )
         expected: dict[str, int] = {}
         for exp in expectations:
             expected[exp.beamline] = expected.get(exp.beamline, 0) + len(exp.destinations)
@@ -122,8 +136,14 @@ async def run_demo(config_path: Path, scans: int, workdir: Path | None, timeout:
         await stack.stop()
 
 
-def _summary(console: Console, config: BeamflowConfig, collector: EventCollector, expectations: list[Expectation],
-             elapsed: float, run_dir: Path) -> bool:
+def _summary(
+    console: Console,
+    config: BeamflowConfig,
+    collector: EventCollector,
+    expectations: list[Expectation],
+    elapsed: float,
+    run_dir: Path,
+) -> bool:
     by_path = {(e.beamline, e.scan_path): e for e in collector.new}
     arrived = {(e.scan_id, e.destination_endpoint) for e in collector.moved}
     missing: list[str] = []
@@ -141,8 +161,10 @@ def _summary(console: Console, config: BeamflowConfig, collector: EventCollector
     console.print(f"scans detected  {len(by_path)}")
     console.print(f"copies verified {len(arrived)} of {sum(len(e.destinations) for e in expectations)} expected")
     console.print(f"failed          {len(collector.failed)}")
-    console.print(f"throughput      {len(by_path) / elapsed:.1f} scans/s, {moved_bytes / elapsed / 1e6:.1f} MB/s "
-                  f"verified copies ({elapsed:.2f} s)")
+    console.print(
+        f"throughput      {len(by_path) / elapsed:.1f} scans/s, {moved_bytes / elapsed / 1e6:.1f} MB/s "
+        f"verified copies ({elapsed:.2f} s)"
+    )
     for failure in collector.failed:
         console.print(f"[red]dead letter[/red] {failure.beamline} {failure.service}: {failure.reason}")
     for line in missing:

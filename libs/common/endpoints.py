@@ -12,10 +12,9 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from beamflow.common.errors import PathOutsideRoot
 from beamflow.common.secrets import SecretRef
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Endpoint(BaseModel):

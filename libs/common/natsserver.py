@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import nats
-
 from beamflow.common.errors import EmbeddedServerError
 
 BINARY_ENV = "BEAMFLOW_NATS_SERVER"
@@ -98,10 +97,14 @@ class EmbeddedNats:
         return [
             str(nats_server_binary()),
             "--jetstream",
-            "--store_dir", str(self.data_dir / "jetstream"),
-            "--addr", self.host,
-            "--port", str(self.port),
-            "--server_name", self.server_name,
+            "--store_dir",
+            str(self.data_dir / "jetstream"),
+            "--addr",
+            self.host,
+            "--port",
+            str(self.port),
+            "--server_name",
+            self.server_name,
         ]
 
     def spawn(self) -> None:
@@ -112,7 +115,10 @@ class EmbeddedNats:
         log = self.log_file.open("ab")
         try:
             self._process = subprocess.Popen(
-                self._command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                self._command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop the server in order
             )
         finally:
@@ -129,7 +135,9 @@ class EmbeddedNats:
         while not await asyncio.to_thread(_answers_info, self.host, self.port):
             self._raise_if_exited()
             if time.monotonic() > deadline:
-                raise EmbeddedServerError(f"nats-server did not open {self.url} within {timeout:.0f}s; see {self.log_file}")
+                raise EmbeddedServerError(
+                    f"nats-server did not open {self.url} within {timeout:.0f}s; see {self.log_file}"
+                )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.2)
         while True:

@@ -14,12 +14,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import nats
+from beamflow.common import subjects
+from beamflow.common.events import EVENT_TYPES, Event, ScanFailed, ScanMoved, ScanNew
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
-
-from beamflow.common import subjects
-from beamflow.common.events import EVENT_TYPES, Event, ScanFailed, ScanMoved, ScanNew
 
 __all__ = ["EventCollector", "collecting"]
 
@@ -39,8 +38,9 @@ class EventCollector:
         js = self._nc.jetstream()
         for stream in (subjects.SCANS_STREAM, subjects.DEAD_LETTER_STREAM):
             await self._wait_for_stream(stream, stream_timeout)
-            await js.subscribe(">", stream=stream, ordered_consumer=True, cb=self._on_msg,
-                               deliver_policy=DeliverPolicy.ALL)
+            await js.subscribe(
+                ">", stream=stream, ordered_consumer=True, cb=self._on_msg, deliver_policy=DeliverPolicy.ALL
+            )
         return self
 
     async def _wait_for_stream(self, stream: str, timeout: float) -> None:

@@ -30,12 +30,6 @@ from typing import Any
 
 import nats.errors
 import nats.js.errors
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
-
 from beamflow.common import headers as hdr
 from beamflow.common import subjects
 from beamflow.common.bus import connect, ensure_consumer, ensure_streams
@@ -45,6 +39,11 @@ from beamflow.common.events import Event, OriginalMessage, ScanFailed, parse_eve
 from beamflow.common.health import HealthServer
 from beamflow.common.service import Context, Handler, Service
 from beamflow.common.telemetry import extract, inject, tracer
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +129,10 @@ class Runtime:
         if self._health is not None:
             await self._health.start()
         self._ready = True
-        log.info("service started", extra={"service_name": self.service.name, "nats": self.nats_url,
-                                           "health_port": self.health_port})
+        log.info(
+            "service started",
+            extra={"service_name": self.service.name, "nats": self.nats_url, "health_port": self.health_port},
+        )
 
     async def _connect(self) -> None:
         self._nc = await connect(self.nats_url, self.config.nats, name=f"beamflow-{self.service.name}")
@@ -159,8 +160,11 @@ class Runtime:
             await ensure_consumer(js, subjects.SCANS_STREAM, durable, handler.subject, self.config)
             advisory = f"{durable}-maxdeliver"
             await ensure_consumer(
-                js, subjects.ADVISORY_STREAM, advisory,
-                subjects.max_deliveries_advisory(subjects.SCANS_STREAM, durable), self.config,
+                js,
+                subjects.ADVISORY_STREAM,
+                advisory,
+                subjects.max_deliveries_advisory(subjects.SCANS_STREAM, durable),
+                self.config,
             )
             sub = await js.pull_subscribe_bind(durable=durable, stream=subjects.SCANS_STREAM)
             adv_sub = await js.pull_subscribe_bind(durable=advisory, stream=subjects.ADVISORY_STREAM)
@@ -266,8 +270,13 @@ class Runtime:
             return fetch.result()
         except (TimeoutError, nats.errors.TimeoutError):
             return []
-        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
-                nats.errors.StaleConnectionError, nats.js.errors.APIError, nats.errors.Error) as exc:
+        except (
+            nats.errors.ConnectionClosedError,
+            nats.errors.ConnectionReconnectingError,
+            nats.errors.StaleConnectionError,
+            nats.js.errors.APIError,
+            nats.errors.Error,
+        ) as exc:
             log.warning("fetch failed; retrying", extra={"error": repr(exc)})
             await asyncio.sleep(0.5)
             return []
@@ -289,17 +298,28 @@ class Runtime:
         parent = extract(msg.headers)
         started = time.perf_counter()
         with tracer().start_as_current_span(
-            f"{self.service.name} {handler.name}", context=parent, kind=SpanKind.CONSUMER,
-            attributes={"messaging.system": "nats", "messaging.destination.name": msg.subject,
-                        "beamflow.deliveries": deliveries},
+            f"{self.service.name} {handler.name}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.destination.name": msg.subject,
+                "beamflow.deliveries": deliveries,
+            },
         ) as span:
             heartbeat = asyncio.create_task(self._heartbeat(msg))
             try:
                 event = parse_event(handler.event, msg.data)
                 span.set_attribute("beamflow.scan_id", event.scan_id or "")
                 span.set_attribute("beamflow.beamline", event.beamline)
-                adapter = logging.LoggerAdapter(log, {"scan_id": event.scan_id, "beamline": event.beamline,
-                                                      "handler": self.consumer_name(handler)})
+                adapter = logging.LoggerAdapter(
+                    log,
+                    {
+                        "scan_id": event.scan_id,
+                        "beamline": event.beamline,
+                        "handler": self.consumer_name(handler),
+                    },
+                )
                 ctx = Context(self, handler.publishes, msg.subject, deliveries, adapter)
                 await handler.handle(ctx, event)
             except asyncio.CancelledError:
@@ -327,15 +347,29 @@ class Runtime:
         limit = self.config.delivery.max_deliver
         if deliveries >= limit:
             log.error("giving up", extra={"subject": msg.subject, "deliveries": deliveries, "error": str(exc)})
-            await self._dead_letter(handler, msg, exc, permanent=False, deliveries=deliveries,
-                                    reason=f"gave up after {deliveries} deliveries; last error: {exc}")
+            await self._dead_letter(
+                handler,
+                msg,
+                exc,
+                permanent=False,
+                deliveries=deliveries,
+                reason=f"gave up after {deliveries} deliveries; last error: {exc}",
+            )
             await msg.term()
             self.stats["dead_lettered"] += 1
             return
         backoff = self.config.delivery.backoff
         delay = backoff[min(deliveries - 1, len(backoff) - 1)].total_seconds() if backoff else 1.0
-        log.warning("will retry", extra={"subject": msg.subject, "deliveries": deliveries, "delay_s": delay,
-                                         "error": str(exc), "error_type": type(exc).__name__})
+        log.warning(
+            "will retry",
+            extra={
+                "subject": msg.subject,
+                "deliveries": deliveries,
+                "delay_s": delay,
+                "error": str(exc),
+                "error_type": type(exc).__name__,
+            },
+        )
         await msg.nak(delay=delay)
         self.stats["retried"] += 1
 
@@ -359,10 +393,21 @@ class Runtime:
     ) -> None:
         meta = msg.metadata
         original = original_message(msg.subject, msg.data, msg.headers, meta.stream, meta.sequence.stream)
-        await self.publish(dead_letter(self.service.name, self.consumer_name(handler), original,
-                                       reason or str(exc), type(exc).__name__, permanent, deliveries))
-        log.error("dead-lettered", extra={"subject": msg.subject, "reason": reason or str(exc),
-                                          "error_type": type(exc).__name__})
+        await self.publish(
+            dead_letter(
+                self.service.name,
+                self.consumer_name(handler),
+                original,
+                reason or str(exc),
+                type(exc).__name__,
+                permanent,
+                deliveries,
+            )
+        )
+        log.error(
+            "dead-lettered",
+            extra={"subject": msg.subject, "reason": reason or str(exc), "error_type": type(exc).__name__},
+        )
 
     async def _consume_advisories(self, handler: Handler[Any], sub: JetStreamContext.PullSubscription) -> None:
         while not self._stopping.is_set():
@@ -384,25 +429,50 @@ class Runtime:
             original = original_message(raw.subject or "", raw.data or b"", raw.headers, stream, seq)
         except nats.js.errors.NotFoundError:
             original = OriginalMessage(subject="", data="", stream=stream, stream_seq=seq)
-        reason = (f"no acknowledgement after {deliveries} deliveries: the handler crashed, hung past ack_wait "
-                  "or was killed each time; see the service's logs around these deliveries")
-        await self.publish(dead_letter(self.service.name, self.consumer_name(handler), original, reason,
-                                       "MaxDeliveriesExceeded", False, deliveries))
+        reason = (
+            f"no acknowledgement after {deliveries} deliveries: the handler crashed, hung past ack_wait "
+            "or was killed each time; see the service's logs around these deliveries"
+        )
+        await self.publish(
+            dead_letter(
+                self.service.name,
+                self.consumer_name(handler),
+                original,
+                reason,
+                "MaxDeliveriesExceeded",
+                False,
+                deliveries,
+            )
+        )
         self.stats["dead_lettered"] += 1
 
 
-def original_message(subject: str, data: bytes, headers: dict[str, str] | None, stream: str | None,
-                     seq: int | None) -> OriginalMessage:
+def original_message(
+    subject: str, data: bytes, headers: dict[str, str] | None, stream: str | None, seq: int | None
+) -> OriginalMessage:
     try:
         text, encoding = data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         text, encoding = base64.b64encode(data).decode(), "base64"
-    return OriginalMessage(subject=subject, data=text, data_encoding=encoding,  # type: ignore[arg-type]
-                           headers=dict(headers or {}), stream=stream, stream_seq=seq)
+    return OriginalMessage(
+        subject=subject,
+        data=text,
+        data_encoding=encoding,
+        headers=dict(headers or {}),
+        stream=stream,
+        stream_seq=seq,
+    )
 
 
-def dead_letter(service: str, consumer: str, original: OriginalMessage, reason: str, error_type: str,
-                permanent: bool, deliveries: int) -> ScanFailed:
+def dead_letter(
+    service: str,
+    consumer: str,
+    original: OriginalMessage,
+    reason: str,
+    error_type: str,
+    permanent: bool,
+    deliveries: int,
+) -> ScanFailed:
     scan_id: str | None = None
     with contextlib.suppress(ValueError, AttributeError, TypeError):
         candidate = json.loads(original.data).get("scan_id") if original.data_encoding == "utf-8" else None
@@ -410,8 +480,17 @@ def dead_letter(service: str, consumer: str, original: OriginalMessage, reason: 
     beamline = subjects.beamline_of(original.subject) or "unknown"
     if not subjects.is_token(beamline):
         beamline = "unknown"
-    return ScanFailed(scan_id=scan_id, beamline=beamline, service=service, consumer=consumer, reason=reason,
-                      error_type=error_type, permanent=permanent, deliveries=deliveries, original=original)
+    return ScanFailed(
+        scan_id=scan_id,
+        beamline=beamline,
+        service=service,
+        consumer=consumer,
+        reason=reason,
+        error_type=error_type,
+        permanent=permanent,
+        deliveries=deliveries,
+        original=original,
+    )
 
 
 def current_trace_id() -> str | None:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
-
 from beamflow.common.errors import ConfigError
+from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
 
 
 class SecretRef(BaseModel):
@@ -26,8 +25,10 @@ class SecretRef(BaseModel):
     @model_validator(mode="after")
     def _exactly_one(self) -> SecretRef:
         if (self.env is None) == (self.file_env is None):
-            raise ValueError("give exactly one of 'env' (variable holding the secret) or 'file_env' "
-                             "(variable holding the path of a file with the secret)")
+            raise ValueError(
+                "give exactly one of 'env' (variable holding the secret) or 'file_env' "
+                "(variable holding the path of a file with the secret)"
+            )
         return self
 
     def describe(self) -> str:

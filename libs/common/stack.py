@@ -42,8 +42,9 @@ class ServiceProcess:
 
 
 class Stack:
-    def __init__(self, config: BeamflowConfig, config_path: Path, services: list[str],
-                 nats_url: str | None = None) -> None:
+    def __init__(
+        self, config: BeamflowConfig, config_path: Path, services: list[str], nats_url: str | None = None
+    ) -> None:
         self.config = config
         self.config_path = config_path
         self.services = services
@@ -73,11 +74,26 @@ class Stack:
             self._supervisors.append(asyncio.create_task(self._supervise(proc)))
 
     async def _spawn(self, proc: ServiceProcess) -> None:
-        command = [sys.executable, "-m", "beamflow.common.cli", "run", proc.name, "--config", str(self.config_path),
-                   "--nats", self.url, "--health-port", str(proc.health_port)]
+        command = [
+            sys.executable,
+            "-m",
+            "beamflow.common.cli",
+            "run",
+            proc.name,
+            "--config",
+            str(self.config_path),
+            "--nats",
+            self.url,
+            "--health-port",
+            str(proc.health_port),
+        ]
         with proc.log_path.open("ab") as out:
             proc.process = await asyncio.create_subprocess_exec(
-                *command, stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL, env=os.environ.copy(),
+                *command,
+                stdout=out,
+                stderr=out,
+                stdin=asyncio.subprocess.DEVNULL,
+                env=os.environ.copy(),
                 start_new_session=True,
             )
         proc.started_at = time.monotonic()

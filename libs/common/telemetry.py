@@ -57,10 +57,15 @@ def _exporter_from_environment() -> SpanExporter | None:
         return ConsoleSpanExporter()
     if name == "otlp":
         try:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[import-not-found,unused-ignore]
+                OTLPSpanExporter,
+            )
         except ImportError:
-            log.warning("OTEL_TRACES_EXPORTER=otlp but the OTLP exporter is not installed: pip install 'beamflow[otlp]'")
+            log.warning(
+                "OTEL_TRACES_EXPORTER=otlp but the OTLP exporter is not installed: pip install 'beamflow[otlp]'"
+            )
             return None
-        return OTLPSpanExporter()
+        exporter: SpanExporter = OTLPSpanExporter()
+        return exporter
     log.warning("unknown OTEL_TRACES_EXPORTER; tracing export stays off", extra={"exporter": name})
     return None

@@ -33,8 +33,9 @@ __all__ = ["EventCollector", "collecting", "config_to_yaml", "running", "test_co
 
 
 @contextlib.asynccontextmanager
-async def running(service: Service, config: BeamflowConfig, url: str,
-                  health_port: int | None = None) -> AsyncIterator[Runtime]:
+async def running(
+    service: Service, config: BeamflowConfig, url: str, health_port: int | None = None
+) -> AsyncIterator[Runtime]:
     runtime = Runtime(service, config, url, health_port=health_port)
     await runtime.start()
     try:
@@ -71,9 +72,13 @@ def test_config(
         endpoints=endpoints,
         beamlines={
             beamline: BeamlineConfig(
-                watch=WatchConfig(endpoint="source", mode=mode,  # type: ignore[arg-type]
-                                  poll_interval=timedelta(milliseconds=100), settle=timedelta(seconds=30),
-                                  reconcile_interval=timedelta(hours=1)),
+                watch=WatchConfig(
+                    endpoint="source",
+                    mode=mode,
+                    poll_interval=timedelta(milliseconds=100),
+                    settle=timedelta(seconds=30),
+                    reconcile_interval=timedelta(hours=1),
+                ),
                 scan=ScanRule(suffixes=list(suffixes)),
                 destinations=[Destination(endpoint=name) for name in destinations],
             )

@@ -57,15 +57,22 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def copy_file(source_root: Path, dest_root: Path, relpath: str, source_name: str = "source",
-              dest_name: str = "destination") -> tuple[FileCopy, bool]:
+def copy_file(
+    source_root: Path,
+    dest_root: Path,
+    relpath: str,
+    source_name: str = "source",
+    dest_name: str = "destination",
+) -> tuple[FileCopy, bool]:
     """Copy one file and verify it. Returns the verified copy and whether bytes were written."""
     src = resolve_inside(source_root, relpath, source_name)
     dst = resolve_inside(dest_root, relpath, dest_name)
     try:
         before = os.stat(src)
     except FileNotFoundError as exc:
-        raise SourceMissing(f"{relpath} is not on {source_name} ({src}); it was moved or deleted before the copy") from exc
+        raise SourceMissing(
+            f"{relpath} is not on {source_name} ({src}); it was moved or deleted before the copy"
+        ) from exc
 
     if _already_verified(src, dst, before.st_size):
         digest, _ = file_checksum(dst)
@@ -84,8 +91,11 @@ def copy_file(source_root: Path, dest_root: Path, relpath: str, source_name: str
     try:
         digest, size = _stream_copy(src, tmp)
         after = os.stat(src)
-        if (after.st_size, after.st_mtime_ns, after.st_ino) != (before.st_size, before.st_mtime_ns, before.st_ino) \
-                or size != before.st_size:
+        if (after.st_size, after.st_mtime_ns, after.st_ino) != (
+            before.st_size,
+            before.st_mtime_ns,
+            before.st_ino,
+        ) or size != before.st_size:
             raise SourceChanged(
                 f"{relpath} changed on {source_name} while it was being copied "
                 f"(size {before.st_size} -> {after.st_size}); the copy was discarded and will be retried"

@@ -35,8 +35,10 @@ class Mover:
             source_name = destination.source or event.endpoint
             target = self.config.endpoints[destination.endpoint]
             if export_controlled and target.leaves_facility:
-                ctx.log.info("export-controlled: not sent outside the facility",
-                             extra={"destination": destination.endpoint})
+                ctx.log.info(
+                    "export-controlled: not sent outside the facility",
+                    extra={"destination": destination.endpoint},
+                )
                 continue
             if source_name not in holds_copy:
                 ctx.log.info("skipped: its source was skipped", extra={"destination": destination.endpoint})
@@ -62,6 +64,13 @@ class Mover:
                     external_id=result.external_id,
                 )
             )
-            ctx.log.info("verified copy", extra={"destination": destination.endpoint, "copied": result.copied,
-                                                 "bytes": result.copied_bytes, "seconds": round(seconds, 4)})
+            ctx.log.info(
+                "verified copy",
+                extra={
+                    "destination": destination.endpoint,
+                    "copied": result.copied,
+                    "bytes": result.copied_bytes,
+                    "seconds": round(seconds, 4),
+                },
+            )
             holds_copy.add(destination.endpoint)

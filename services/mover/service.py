@@ -14,7 +14,12 @@ def build(config: BeamflowConfig) -> Service:
     return Service(
         name="mover",
         handlers=[
-            Handler(name="scan-new", subject=subjects.stage_filter(subjects.NEW), event=ScanNew,
-                    handle=mover.on_scan_new, publishes=(ScanMoved,)),
+            Handler(
+                name="scan-new",
+                subject=subjects.stage_filter(subjects.NEW),
+                event=ScanNew,
+                handle=mover.on_scan_new,
+                publishes=(ScanMoved,),
+            ),
         ],
     )

@@ -146,9 +146,13 @@ class BeamlineWatcher:
     # -- sending --------------------------------------------------------------------------------------------
 
     async def _send(self, event: ScanNew) -> bool:
-        with tracer().start_as_current_span("watcher announce", attributes={
-            "beamflow.scan_id": event.scan_id, "beamflow.beamline": event.beamline,
-        }):
+        with tracer().start_as_current_span(
+            "watcher announce",
+            attributes={
+                "beamflow.scan_id": event.scan_id,
+                "beamflow.beamline": event.beamline,
+            },
+        ):
             try:
                 await self.publisher.publish(event)
             except BeamflowError as exc:

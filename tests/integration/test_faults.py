@@ -18,8 +18,6 @@ from pathlib import Path
 
 import nats.errors
 import pytest
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
 from beamflow.common import subjects
 from beamflow.common.config import BeamflowConfig
 from beamflow.common.events import ScanFile, ScanNew, scan_id_for
@@ -29,6 +27,7 @@ from beamflow.common.service import Service
 from beamflow.common.testing import config_to_yaml, running, test_config
 from beamflow.mover.service import build as build_mover
 from beamflow.watcher.service import build as build_watcher
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 
 def big_file(path: Path, mib: int) -> Path:
@@ -43,15 +42,31 @@ def big_file(path: Path, mib: int) -> Path:
 def announce(base: Path, rel: str) -> ScanNew:
     st = (base / "source" / rel).stat()
     scan_path = rel.rsplit(".", 1)[0]
-    return ScanNew(scan_id=scan_id_for("bl832", "source", scan_path), beamline="bl832", endpoint="source",
-                   scan_path=scan_path, files=[ScanFile(path=rel, size=st.st_size, mtime=st.st_mtime)],
-                   detected_at=datetime.now(UTC))
+    return ScanNew(
+        scan_id=scan_id_for("bl832", "source", scan_path),
+        beamline="bl832",
+        endpoint="source",
+        scan_path=scan_path,
+        files=[ScanFile(path=rel, size=st.st_size, mtime=st.st_mtime)],
+        detected_at=datetime.now(UTC),
+    )
 
 
 def start_mover(config_path: Path, url: str, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "beamflow.common.cli", "run", "mover", "--config", str(config_path), "--nats", url],
-        stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "beamflow.common.cli",
+            "run",
+            "mover",
+            "--config",
+            str(config_path),
+            "--nats",
+            url,
+        ],
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -73,7 +88,10 @@ async def test_mover_killed_mid_copy_completes_once_after_restart(tmp_path: Path
     source = big_file(tmp_path / "source/big.h5", 400)
     mover = start_mover(path, nats_server.url, tmp_path / "mover.log")
     try:
-        async with running(Service("p"), config, nats_server.url) as bus, collecting(nats_server.url) as events:
+        async with (
+            running(Service("p"), config, nats_server.url) as bus,
+            collecting(nats_server.url) as events,
+        ):
             await bus.publish(announce(tmp_path, "big.h5"))
             await wait_until(lambda: any(p.stat().st_size > 0 for p in temps(tmp_path / "data")))
             mover.send_signal(signal.SIGKILL)
@@ -135,8 +153,11 @@ def small_disk(where: Path, size: str, read_only: bool = False) -> Iterator[Path
         subprocess.run(["umount", "-l", str(where)], check=False)
 
 
-@pytest.mark.parametrize(("read_only", "expect"), [(False, "No space left"), (True, "Read-only file system")],
-                         ids=["disk-full", "read-only"])
+@pytest.mark.parametrize(
+    ("read_only", "expect"),
+    [(False, "No space left"), (True, "Read-only file system")],
+    ids=["disk-full", "read-only"],
+)
 async def test_a_destination_refusing_writes_is_retried_then_dead_lettered(
     tmp_path: Path, nats_server: EmbeddedNats, read_only: bool, expect: str
 ) -> None:
@@ -144,8 +165,11 @@ async def test_a_destination_refusing_writes_is_retried_then_dead_lettered(
     source = big_file(tmp_path / "source/big.h5", 4)
     before = source.read_bytes()
     with small_disk(tmp_path / "data", "1m", read_only):
-        async with running(Service("p"), config, nats_server.url) as bus, \
-                running(build_mover(config), config, nats_server.url), collecting(nats_server.url) as events:
+        async with (
+            running(Service("p"), config, nats_server.url) as bus,
+            running(build_mover(config), config, nats_server.url),
+            collecting(nats_server.url) as events,
+        ):
             await bus.publish(announce(tmp_path, "big.h5"))
             await events.wait_for(lambda c: len(c.failed) == 1)
         assert not (tmp_path / "data/big.h5").exists()
@@ -170,12 +194,13 @@ async def test_deliveries_running_out_without_an_answer_become_a_dead_letter(
         # A mover instance that takes the message and dies without answering, twice.
         sub = await bus.js.pull_subscribe_bind(durable="mover-scan-new", stream=subjects.SCANS_STREAM)
         for _ in range(2):
-            (msg,) = await sub.fetch(1, timeout=5)
+            await sub.fetch(1, timeout=5)
         # The server notices the exhausted message on the next pull after the last ack_wait lapsed.
         with pytest.raises((TimeoutError, nats.errors.TimeoutError)):
             await sub.fetch(1, timeout=1)
-        advisories = await bus.js.pull_subscribe_bind(durable="mover-scan-new-maxdeliver",
-                                                      stream=subjects.ADVISORY_STREAM)
+        advisories = await bus.js.pull_subscribe_bind(
+            durable="mover-scan-new-maxdeliver", stream=subjects.ADVISORY_STREAM
+        )
         info = await bus.js.stream_info(subjects.ADVISORY_STREAM)
         deadline = time.monotonic() + 10
         while info.state.messages == 0 and time.monotonic() < deadline:
@@ -220,8 +245,11 @@ async def test_one_trace_from_the_watcher_through_the_mover(
     tmp_path: Path, nats_server: EmbeddedNats, spans: InMemorySpanExporter
 ) -> None:
     config: BeamflowConfig = test_config(tmp_path, destinations=("data", "archive"))
-    async with running(build_watcher(config), config, nats_server.url), \
-            running(build_mover(config), config, nats_server.url), collecting(nats_server.url) as events:
+    async with (
+        running(build_watcher(config), config, nats_server.url),
+        running(build_mover(config), config, nats_server.url),
+        collecting(nats_server.url) as events,
+    ):
         await wait_until(lambda: (tmp_path / "state/watcher/bl832").exists())
         (tmp_path / "source/traced.h5").write_bytes(b"t" * 10)
         await events.wait_for(lambda c: len(c.moved) == 2)

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-
 from beamflow.common import headers as hdr
 from beamflow.common.checksums import ALGORITHM, file_checksum
 from beamflow.common.events import ScanFile, ScanNew, scan_id_for
@@ -29,8 +28,14 @@ def announce(root: Path, beamline: str, rel_files: list[str], scan_path: str | N
         except OSError:
             files.append(ScanFile(path=rel, size=0, mtime=0.0))
     scan_path = scan_path or rel_files[0].rsplit(".", 1)[0]
-    return ScanNew(scan_id=scan_id_for(beamline, "source", scan_path), beamline=beamline, endpoint="source",
-                   scan_path=scan_path, files=files, detected_at=datetime.now(UTC))
+    return ScanNew(
+        scan_id=scan_id_for(beamline, "source", scan_path),
+        beamline=beamline,
+        endpoint="source",
+        scan_path=scan_path,
+        files=files,
+        detected_at=datetime.now(UTC),
+    )
 
 
 def write(path: Path, data: bytes) -> Path:
@@ -45,8 +50,11 @@ async def test_copies_to_each_destination_in_order_and_verifies(tmp_path: Path, 
     old = 1_700_000_000
     os.utime(src, (old, old))
     producer = Service("test-producer")
-    async with running(producer, config, nats_server.url) as bus, \
-            running(build_mover(config), config, nats_server.url), collecting(nats_server.url) as events:
+    async with (
+        running(producer, config, nats_server.url) as bus,
+        running(build_mover(config), config, nats_server.url),
+        collecting(nats_server.url) as events,
+    ):
         await bus.publish(announce(tmp_path / "source", "bl832", ["2026/run/scan_0001.h5"]))
         await events.wait_for(lambda c: len(c.moved) == 2)
     first, second = events.moved
@@ -67,8 +75,11 @@ async def test_verified_copy_is_not_written_again(tmp_path: Path, nats_server: E
     src = write(tmp_path / "source/a.h5", b"x" * 100_000)
     dest = write(tmp_path / "data/a.h5", src.read_bytes())
     inode = dest.stat().st_ino
-    async with running(Service("p"), config, nats_server.url) as bus, \
-            running(build_mover(config), config, nats_server.url), collecting(nats_server.url) as events:
+    async with (
+        running(Service("p"), config, nats_server.url) as bus,
+        running(build_mover(config), config, nats_server.url),
+        collecting(nats_server.url) as events,
+    ):
         await bus.publish(announce(tmp_path / "source", "bl832", ["a.h5"]))
         await events.wait_for(lambda c: len(c.moved) == 1)
     assert events.moved[0].copied is False
@@ -79,8 +90,11 @@ async def test_a_different_file_at_the_destination_is_replaced(tmp_path: Path, n
     config = test_config(tmp_path)
     src = write(tmp_path / "source/a.h5", b"new" * 1000)
     dest = write(tmp_path / "data/a.h5", b"old" * 1000)  # same size, different bytes
-    async with running(Service("p"), config, nats_server.url) as bus, \
-            running(build_mover(config), config, nats_server.url), collecting(nats_server.url) as events:
+    async with (
+        running(Service("p"), config, nats_server.url) as bus,
+        running(build_mover(config), config, nats_server.url),
+        collecting(nats_server.url) as events,
+    ):
         await bus.publish(announce(tmp_path / "source", "bl832", ["a.h5"]))
         await events.wait_for(lambda c: len(c.moved) == 1)
     assert events.moved[0].copied is True
@@ -92,8 +106,20 @@ async def test_a_different_file_at_the_destination_is_replaced(tmp_path: Path, n
     [
         (b"{not json", "Invalid JSON"),
         (b'{"schema_version": 2, "scan_id": "x", "beamline": "bl832"}', "schema_version"),
-        (json.dumps({"schema_version": 1, "scan_id": "x", "beamline": "bl832", "endpoint": "source",
-                     "scan_path": "a", "files": [], "detected_at": "2026-01-01T00:00:00Z"}).encode(), "files"),
+        (
+            json.dumps(
+                {
+                    "schema_version": 1,
+                    "scan_id": "x",
+                    "beamline": "bl832",
+                    "endpoint": "source",
+                    "scan_path": "a",
+                    "files": [],
+                    "detected_at": "2026-01-01T00:00:00Z",
+                }
+            ).encode(),
+            "files",
+        ),
     ],
     ids=["not-json", "wrong-version", "no-files"],
 )
@@ -102,8 +128,11 @@ async def test_malformed_event_is_dead_lettered_and_the_mover_keeps_going(
 ) -> None:
     config = test_config(tmp_path)
     write(tmp_path / "source/ok.h5", b"fine")
-    async with running(Service("p"), config, nats_server.url) as bus, \
-            running(build_mover(config), config, nats_server.url), collecting(nats_server.url) as events:
+    async with (
+        running(Service("p"), config, nats_server.url) as bus,
+        running(build_mover(config), config, nats_server.url),
+        collecting(nats_server.url) as events,
+    ):
         await bus.js.publish("scan.new.bl832", payload, headers={hdr.MSG_ID: "bad-1"})
         await events.wait_for(lambda c: len(c.failed) == 1)
         await bus.publish(announce(tmp_path / "source", "bl832", ["ok.h5"]))
@@ -131,10 +160,19 @@ async def test_paths_escaping_the_root_are_refused(tmp_path: Path, nats_server: 
     else:
         (source / "linkdir").symlink_to(tmp_path / "outside")
         rel = "linkdir/secret.h5"
-    event = ScanNew(scan_id="bl832-escape", beamline="bl832", endpoint="source", scan_path="x",
-                    files=[ScanFile(path=rel, size=9, mtime=0.0)], detected_at=datetime.now(UTC))
-    async with running(Service("p"), config, nats_server.url) as bus, \
-            running(build_mover(config), config, nats_server.url), collecting(nats_server.url) as events:
+    event = ScanNew(
+        scan_id="bl832-escape",
+        beamline="bl832",
+        endpoint="source",
+        scan_path="x",
+        files=[ScanFile(path=rel, size=9, mtime=0.0)],
+        detected_at=datetime.now(UTC),
+    )
+    async with (
+        running(Service("p"), config, nats_server.url) as bus,
+        running(build_mover(config), config, nats_server.url),
+        collecting(nats_server.url) as events,
+    ):
         await bus.publish(event)
         await events.wait_for(lambda c: len(c.failed) == 1)
     failure = events.failed[0]
@@ -146,8 +184,11 @@ async def test_paths_escaping_the_root_are_refused(tmp_path: Path, nats_server: 
 
 async def test_missing_source_is_dead_lettered(tmp_path: Path, nats_server: EmbeddedNats) -> None:
     config = test_config(tmp_path)
-    async with running(Service("p"), config, nats_server.url) as bus, \
-            running(build_mover(config), config, nats_server.url), collecting(nats_server.url) as events:
+    async with (
+        running(Service("p"), config, nats_server.url) as bus,
+        running(build_mover(config), config, nats_server.url),
+        collecting(nats_server.url) as events,
+    ):
         await bus.publish(announce(tmp_path / "source", "bl832", ["gone.h5"]))
         await events.wait_for(lambda c: len(c.failed) == 1)
     assert events.failed[0].error_type == "SourceMissing"
@@ -157,15 +198,20 @@ async def test_missing_source_is_dead_lettered(tmp_path: Path, nats_server: Embe
 async def test_unknown_beamline_is_dead_lettered(tmp_path: Path, nats_server: EmbeddedNats) -> None:
     config = test_config(tmp_path)
     write(tmp_path / "source/a.h5", b"1")
-    async with running(Service("p"), config, nats_server.url) as bus, \
-            running(build_mover(config), config, nats_server.url), collecting(nats_server.url) as events:
+    async with (
+        running(Service("p"), config, nats_server.url) as bus,
+        running(build_mover(config), config, nats_server.url),
+        collecting(nats_server.url) as events,
+    ):
         await bus.publish(announce(tmp_path / "source", "bl999", ["a.h5"]))
         await events.wait_for(lambda c: len(c.failed) == 1)
     assert events.failed[0].error_type == "UnknownBeamline"
     assert "bl999" in events.failed[0].reason
 
 
-async def test_source_changing_during_copy_is_never_reported_verified(tmp_path: Path, nats_server: EmbeddedNats) -> None:
+async def test_source_changing_during_copy_is_never_reported_verified(
+    tmp_path: Path, nats_server: EmbeddedNats
+) -> None:
     config = test_config(tmp_path, max_deliver=3)
     src = write(tmp_path / "source/growing.h5", os.urandom(64 * 1024 * 1024))
     stop = threading.Event()
@@ -179,8 +225,11 @@ async def test_source_changing_during_copy_is_never_reported_verified(tmp_path: 
     writer = threading.Thread(target=keep_appending, daemon=True)
     writer.start()
     try:
-        async with running(Service("p"), config, nats_server.url) as bus, \
-                running(build_mover(config), config, nats_server.url), collecting(nats_server.url) as events:
+        async with (
+            running(Service("p"), config, nats_server.url) as bus,
+            running(build_mover(config), config, nats_server.url),
+            collecting(nats_server.url) as events,
+        ):
             await bus.publish(announce(tmp_path / "source", "bl832", ["growing.h5"]))
             await events.wait_for(lambda c: len(c.failed) == 1, timeout=60)
     finally:

@@ -124,7 +124,9 @@ async def test_scans_are_spooled_while_nats_is_down_and_all_arrive_later(
     async with running(build_watcher(config), config, nats_server.url):
         await wait_until(lambda: pending.exists())
         write(src / "before.h5")
-        await wait_until(lambda: not list(pending.iterdir()) and (tmp_path / "state/watcher/bl832/announced.log").stat().st_size > 0)
+        await wait_until(
+            lambda: not list(pending.iterdir()) and (tmp_path / "state/watcher/bl832/announced.log").stat().st_size > 0
+        )
         nats_server.stop()
         for i in range(5):
             write(src / f"during_{i}.h5")

@@ -149,9 +149,7 @@ def test_demo_paths_follow_beamflow_home(tmp_path: Path, monkeypatch: pytest.Mon
 # --- variables and relative paths -----------------------------------------------------------------------
 
 
-def test_variable_with_default_uses_the_environment_when_set(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_variable_with_default_uses_the_environment_when_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     raw = _base()
     raw["endpoints"]["src"]["root"] = "${TEST_BF_ROOT:-fallback}/src"
     monkeypatch.setenv("TEST_BF_ROOT", str(tmp_path / "from-env"))
@@ -177,9 +175,7 @@ def test_variable_default_applies_when_unset_and_is_anchored_at_the_config_folde
     assert config.filesystem_root("a") == Path("/data/a")
 
 
-def test_variable_without_default_uses_the_environment(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_variable_without_default_uses_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     raw = _base()
     raw["state_dir"] = "${TEST_BF_STATE}/spool"
     monkeypatch.setenv("TEST_BF_STATE", "relative")
@@ -430,9 +426,7 @@ def test_environment_problems_report_a_missing_root_and_unset_secrets(
     assert not any("s3cret-value" in p for p in problems)
 
 
-def test_no_environment_problems_when_everything_is_there(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_no_environment_problems_when_everything_is_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = _env_config(tmp_path)
     (tmp_path / "b").mkdir()
     monkeypatch.setenv("TEST_GLOBUS_ID", "client")
@@ -445,6 +439,4 @@ def test_a_root_that_is_a_file_is_a_problem(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("TEST_GLOBUS_SECRET", "secret")
     config = _env_config(tmp_path)
     (tmp_path / "b").write_text("not a folder")
-    assert environment_problems(config) == [
-        f"endpoints.b.root: {tmp_path / 'b'} is not a folder on this machine"
-    ]
+    assert environment_problems(config) == [f"endpoints.b.root: {tmp_path / 'b'} is not a folder on this machine"]

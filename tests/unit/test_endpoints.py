@@ -80,9 +80,7 @@ def test_a_dangling_symlink_pointing_outside_is_refused(root: Path, tmp_path: Pa
 
 
 @pytest.mark.parametrize("target", ["file", "missing"])
-def test_a_symlinked_folder_in_the_middle_pointing_outside_is_refused(
-    root: Path, tmp_path: Path, target: str
-) -> None:
+def test_a_symlinked_folder_in_the_middle_pointing_outside_is_refused(root: Path, tmp_path: Path, target: str) -> None:
     (root / "scans/escape").symlink_to(tmp_path / "outside", target_is_directory=True)
     name = "secret.h5" if target == "file" else "nothing-here.h5"
     _refused(root, f"scans/escape/{name}")

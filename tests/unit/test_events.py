@@ -310,9 +310,7 @@ def test_describe_schema_covers_all_seven_stages() -> None:
     for name, model_schema in schema.items():
         properties = model_schema["properties"]
         assert {"schema_version", "scan_id", "beamline", "occurred_at"} <= set(properties), name
-        assert properties["schema_version"].get("const") == 1 or properties["schema_version"].get("enum") == [
-            1
-        ]
+        assert properties["schema_version"].get("const") == 1 or properties["schema_version"].get("enum") == [1]
         assert model_schema.get("additionalProperties") is False, name
     assert "scan_id" not in schema["scan.failed"]["required"]
     assert "scan_id" in schema["scan.new"]["required"]

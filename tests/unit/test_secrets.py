@@ -21,9 +21,7 @@ def test_env_resolves(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolved.get_secret_value() == VALUE
 
 
-def test_file_env_resolves_and_strips_the_trailing_newline(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_file_env_resolves_and_strips_the_trailing_newline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     secret_file = tmp_path / "client_secret"
     secret_file.write_text(VALUE + "\n")
     monkeypatch.setenv("TEST_BF_SECRET_FILE", str(secret_file))
@@ -62,9 +60,7 @@ def test_a_missing_file_env_variable_names_the_variable(monkeypatch: pytest.Monk
         ref.resolve()
 
 
-def test_an_unreadable_secret_file_names_the_variable(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_unreadable_secret_file_names_the_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEST_BF_SECRET_FILE", str(tmp_path / "absent"))
     with pytest.raises(ConfigError) as caught:
         SecretRef(file_env="TEST_BF_SECRET_FILE").resolve()

@@ -56,9 +56,7 @@ def _tree(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype[np.generic]]]
     found: dict[str, tuple[tuple[int, ...], np.dtype[np.generic]]] = {}
     with h5py.File(path, "r") as f:
         f.visititems(
-            lambda name, obj: (
-                found.update({name: (obj.shape, obj.dtype)}) if isinstance(obj, h5py.Dataset) else None
-            )
+            lambda name, obj: found.update({name: (obj.shape, obj.dtype)}) if isinstance(obj, h5py.Dataset) else None
         )
     return found
 
@@ -136,9 +134,7 @@ SERIES = [
 
 def test_832_has_dx_layout(tmp_path: Path) -> None:
     n, rows, cols = 6, 24, 40
-    path = write_scan_832(
-        tmp_path, "2026/tomo/scan_1", np.random.default_rng(3), projections=n, shape=(rows, cols)
-    )
+    path = write_scan_832(tmp_path, "2026/tomo/scan_1", np.random.default_rng(3), projections=n, shape=(rows, cols))
     assert path == tmp_path / "2026/tomo/scan_1.h5"
     tree = _tree(path)
     for name in STRINGS:
@@ -189,9 +185,7 @@ def test_832_messy_strings(tmp_path: Path) -> None:
 def test_same_seed_same_bytes_different_seed_different(tmp_path: Path) -> None:
     def scan(root: Path, seed: int) -> list[bytes]:
         files = write_scan_733(root, SCAN, np.random.default_rng(seed), shape=(32, 32))
-        files.append(
-            write_scan_832(root, "t/tomo", np.random.default_rng(seed), projections=3, shape=(16, 16))
-        )
+        files.append(write_scan_832(root, "t/tomo", np.random.default_rng(seed), projections=3, shape=(16, 16)))
         return [p.read_bytes() for p in files]
 
     a, b, c = scan(tmp_path / "a", 7), scan(tmp_path / "b", 7), scan(tmp_path / "c", 8)
@@ -223,7 +217,7 @@ def test_restricted_scan_path(tmp_path: Path) -> None:
     sim = DetectorSimulator(None, tmp_path, seed=1)
     scan = sim.scan_832(4, folder="2026/beamtime", restricted=True)
     assert isinstance(scan, SimulatedScan)
-    assert scan.beamline == "8.3.2"
+    assert scan.beamline == "bl832"
     assert scan.scan_path == "restricted/2026/beamtime/tomo_0004"
     assert scan.files == [tmp_path / "restricted/2026/beamtime/tomo_0004.h5"]
     assert scan.closed_at >= scan.files[0].stat().st_mtime - 1
@@ -282,9 +276,7 @@ def test_inotify_sees_close_write_on_final_names(tmp_path: Path) -> None:
     observer.start()
     try:
         files = write_scan_733(tmp_path, SCAN, np.random.default_rng(0), shape=(32, 32))
-        h5 = write_scan_832(
-            tmp_path, "2026/alsuser/tomo_001", np.random.default_rng(0), projections=2, shape=(8, 8)
-        )
+        h5 = write_scan_832(tmp_path, "2026/alsuser/tomo_001", np.random.default_rng(0), projections=2, shape=(8, 8))
         expected = {str(p) for p in [*files, h5]}
         seen = _wait_for(handler, expected)
     finally:
