@@ -1,0 +1,105 @@
+"""The ``beamflow`` command as a user runs it: separate processes, real files, real NATS."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[2]
+BEAMFLOW = [sys.executable, "-m", "beamflow.common.cli"]
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*BEAMFLOW, *args], capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          env={**os.environ, **(env or {})})
+
+
+def test_help_lists_the_commands() -> None:
+    done = run("--help")
+    assert done.returncode == 0
+    for command in ("up", "run", "demo", "check"):
+        assert re.search(rf"\b{command}\b", done.stdout)
+
+
+def test_check_accepts_the_shipped_configs() -> None:
+    for name in ("demo", "bl733", "bl832"):
+        done = run("check", f"config/{name}.yaml")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "ok" in done.stdout
+
+
+def test_check_lists_every_problem_with_its_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "endpoints:\n"
+        "  src: {kind: filesystem, root: /x}\n"
+        "  far: {kind: tape}\n"
+        "beamlines:\n"
+        "  bl1:\n"
+        "    watch: {endpoint: nowhere}\n"
+        "    scan: {suffixes: [h5]}\n"
+    )
+    done = run("check", str(bad))
+    assert done.returncode == 1
+    assert "endpoints.far" in done.stdout
+    assert "beamlines.bl1.scan.suffixes" in done.stdout
+
+
+def test_check_environment_reports_missing_roots_and_secrets() -> None:
+    done = run("check", "config/bl733.yaml", "--environment", env={"BEAMFLOW_GLOBUS_CLIENT_ID": ""})
+    assert done.returncode == 1
+    assert "endpoints.data733.root" in done.stdout
+    assert "client_secret" in done.stdout
+
+
+def test_run_refuses_an_unknown_service_and_a_missing_server() -> None:
+    unknown = run("run", "teleporter")
+    assert unknown.returncode == 2 and "mover" in unknown.stderr and "watcher" in unknown.stderr
+    no_server = run("run", "mover", env={"BEAMFLOW_NATS_URL": ""})
+    assert no_server.returncode == 2 and "--nats" in no_server.stderr
+
+
+def test_demo_runs_end_to_end_and_reports_every_scan(tmp_path: Path) -> None:
+    done = run("demo", "--scans", "3", "--workdir", str(tmp_path), timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "copies verified 11 of 11 expected" in done.stderr  # 3 x 2 (7.3.3) + 2 x 2 + 1 restricted (8.3.2)
+    assert "every scan arrived" in done.stderr
+    restricted = list((tmp_path / "demo/nersc832").rglob("*.h5"))
+    assert restricted and not any("restricted" in str(p) for p in restricted)
+    assert list((tmp_path / "demo/data832/restricted").rglob("*.h5"))
+
+
+def test_up_runs_until_interrupted_and_moves_a_scan(tmp_path: Path) -> None:
+    env = {**os.environ, "BEAMFLOW_HOME": str(tmp_path)}
+    proc = subprocess.Popen([*BEAMFLOW, "up"], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        lines = []
+        for line in proc.stderr:
+            lines.append(line)
+            if "Ctrl-C stops" in line:
+                break
+        assert any("beamflow is up" in line for line in lines), "".join(lines)
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) >= 3  # nats-server, watcher, mover
+        scan = tmp_path / "demo/spot832/2026/tomo_0001.h5"
+        scan.parent.mkdir(parents=True, exist_ok=True)
+        scan.write_bytes(os.urandom(100_000))
+        final = tmp_path / "demo/nersc832/2026/tomo_0001.h5"
+        deadline = time.monotonic() + 30
+        while not final.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)  # waiting on another process's outcome on disk
+        assert final.read_bytes() == scan.read_bytes()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+        assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
