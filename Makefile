@@ -26,6 +26,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check libs services tests bench
+	$(BIN)/ruff format --check libs services tests bench
 	@mkdir -p .beamflow/typecheck/beamflow && ln -sfn ../../../libs/common .beamflow/typecheck/beamflow/common
 	MYPYPATH=.beamflow/typecheck $(BIN)/mypy -p beamflow.common
 

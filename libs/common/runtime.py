@@ -14,7 +14,7 @@ bounded concurrency (one budget per process). Each message goes through the deli
 - the server's max-deliveries advisory (deliveries ran out without any answer, e.g. the process was
   killed each time) is captured in a stream and turned into a dead letter carrying the original message.
 
-SIGTERM stops fetching, lets in-flight work finish (up to ``drain_timeout``), then drains the connection.
+SIGTERM stops fetching, lets in-flight work finish (up to ``drain_timeout``), then flushes and closes.
 """
 
 from __future__ import annotations
@@ -204,8 +204,13 @@ class Runtime:
         if self._health is not None:
             await self._health.stop()
         if self._nc is not None and not self._nc.is_closed:
+            # Every message we took is acked, nak'ed or left for redelivery by now, and every publish was
+            # awaited, so there is nothing to drain; nats-py's drain() can wait forever on the internal
+            # queue of a pull subscription. Flush what is buffered (acks), then close.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._nc.drain(), 10)
+                await self._nc.flush(timeout=5)
+            with contextlib.suppress(Exception):
+                await self._nc.close()
         log.info("service stopped", extra={"service_name": self.service.name, **self.stats})
 
     async def _supervise(self, task: Any) -> None:
