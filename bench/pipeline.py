@@ -30,21 +30,29 @@ Run: ``.venv/bin/python bench/pipeline.py`` (or ``make bench-pipeline``). Figure
 ``bench/results/pipeline.json``.
 """
 
+# ruff: noqa: E402  (the path fix below must run before the other imports)
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as ``python bench/<name>.py``, this folder is sys.path[0] and bench/copy.py would shadow the standard
+# library's ``copy`` module (dataclasses and pydantic import it); take the folder off the path first.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _HERE]
 
 import argparse
 import asyncio
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
+import psutil
 from beamflow.common.config import DeliveryConfig
 from beamflow.common.events import ScanFailed, ScanMoved, ScanNew, scan_id_for
 from beamflow.common.observe import EventCollector
@@ -144,8 +152,7 @@ async def burst(root: Path, folder: str, n: int, payload: bytes) -> Phase:
     started = time.monotonic()
     # A worker thread writes, so the event loop keeps stamping arriving events while files are written.
     closes = await asyncio.to_thread(_write_all, root, paths, payload)
-    return Phase(folder, paths, closes, [scan_id_for(BEAMLINE, ENDPOINT, p) for p in paths],
-                 time.monotonic() - started)
+    return Phase(folder, paths, closes, [scan_id_for(BEAMLINE, ENDPOINT, p) for p in paths], time.monotonic() - started)
 
 
 async def paced(root: Path, folder: str, n: int, rate: float, payload: bytes) -> Phase:
@@ -157,8 +164,7 @@ async def paced(root: Path, folder: str, n: int, rate: float, payload: bytes) ->
         if delay > 0:
             await asyncio.sleep(delay)  # pacing to an absolute schedule, not waiting for an outcome
         closes.append(write_small(root, path + SUFFIX, payload))
-    return Phase(folder, paths, closes, [scan_id_for(BEAMLINE, ENDPOINT, p) for p in paths],
-                 time.monotonic() - start)
+    return Phase(folder, paths, closes, [scan_id_for(BEAMLINE, ENDPOINT, p) for p in paths], time.monotonic() - start)
 
 
 def summarize(phase: Phase, tracker: Tracker) -> dict[str, Any]:
@@ -198,6 +204,33 @@ def summarize(phase: Phase, tracker: Tracker) -> dict[str, Any]:
     }
 
 
+class CpuMeter:
+    """CPU seconds used by each process of the stack (and this one) between two readings."""
+
+    def __init__(self, stack: Stack) -> None:
+        pids = {name: proc.pid for name, proc in stack.processes.items()}
+        pids["nats-server"] = stack.server.pid if stack.server is not None else None
+        pids["bench (writer+collector)"] = os.getpid()
+        self.procs = {name: psutil.Process(pid) for name, pid in pids.items() if pid is not None}
+        self.last = self._read()
+
+    def _read(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for name, proc in self.procs.items():
+            try:
+                t = proc.cpu_times()
+                out[name] = t.user + t.system
+            except psutil.Error:
+                out[name] = float("nan")
+        return out
+
+    def lap(self) -> dict[str, float]:
+        now = self._read()
+        used = {name: round(now[name] - self.last.get(name, 0.0), 2) for name in now}
+        self.last = now
+        return used
+
+
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
@@ -226,22 +259,30 @@ async def run(args: argparse.Namespace, base: Path) -> dict[str, Any]:
         await stack.wait_ready()
         collector = await EventCollector(stack.url).start()
         tracker = Tracker(collector)
+        cpu = CpuMeter(stack)
         print(f"stack ready: NATS {stack.url}; services {', '.join(stack.services)}; logs {stack.log_dir}")
 
         print(f"(a) throughput: writing {args.scans} scans of {args.size} B as fast as possible ...")
         a = await burst(source, "throughput", args.scans, payload)
         complete_a = await tracker.wait_all_moved(a.ids, args.timeout)
         if not complete_a:
-            print(f"    only {args.scans - tracker.missing(a.ids)} of {args.scans} scan.moved arrived "
-                  f"within {args.timeout:.0f}s")
+            print(
+                f"    only {args.scans - tracker.missing(a.ids)} of {args.scans} scan.moved arrived "
+                f"within {args.timeout:.0f}s"
+            )
+        cpu_a = cpu.lap()
         await asyncio.sleep(1.0)  # let the mover go idle before the paced phase
+        cpu.lap()
 
         print(f"(b) paced latency: writing {args.scans} scans at {args.rate:.0f} scans/s ...")
         b = await paced(source, "paced", args.scans, args.rate, payload)
         complete_b = await tracker.wait_all_moved(b.ids, args.timeout)
         if not complete_b:
-            print(f"    only {args.scans - tracker.missing(b.ids)} of {args.scans} scan.moved arrived "
-                  f"within {args.timeout:.0f}s")
+            print(
+                f"    only {args.scans - tracker.missing(b.ids)} of {args.scans} scan.moved arrived "
+                f"within {args.timeout:.0f}s"
+            )
+        cpu_b = cpu.lap()
         await asyncio.sleep(0.5)  # a late dead letter would still be counted
         tracker.update()
         restarts = {name: proc.restarts for name, proc in stack.processes.items()}
@@ -251,6 +292,7 @@ async def run(args: argparse.Namespace, base: Path) -> dict[str, Any]:
         await stack.stop()
 
     sa, sb = summarize(a, tracker), summarize(b, tracker)
+    sa["cpu_seconds"], sb["cpu_seconds"] = cpu_a, cpu_b
     return {
         "benchmark": "pipeline",
         "scans_per_phase": args.scans,
@@ -280,34 +322,50 @@ async def run(args: argparse.Namespace, base: Path) -> dict[str, Any]:
 def report(r: dict[str, Any]) -> None:
     a, b, ok = r["throughput"], r["paced"], r["pass"]
     print()
-    print(f"pipeline: watcher -> mover, {r['scans_per_phase']} scans/phase of {r['file_size_bytes']} B, "
-          f"concurrency {r['concurrency']}, ack_wait {r['ack_wait_s']:.0f}s")
+    print(
+        f"pipeline: watcher -> mover, {r['scans_per_phase']} scans/phase of {r['file_size_bytes']} B, "
+        f"concurrency {r['concurrency']}, ack_wait {r['ack_wait_s']:.0f}s"
+    )
     print(f"  service restarts {r['service_restarts']}, duplicate scan.moved {r['moved_duplicates']}")
     for label, s in (("(a) throughput", a), ("(b) paced", b)):
-        print(f"  {label}: written {s['written_per_s']}/s, moved {s['moved']}/{s['scans']}; "
-              f"watcher p50 {s['watcher_ms']['p50']} ms p99 {s['watcher_ms']['p99']} ms; "
-              f"mover p50 {s['mover_ms']['p50']} ms p99 {s['mover_ms']['p99']} ms")
+        print(
+            f"  {label}: written {s['written_per_s']}/s, moved {s['moved']}/{s['scans']}; "
+            f"watcher p50 {s['watcher_ms']['p50']} ms p99 {s['watcher_ms']['p99']} ms; "
+            f"mover p50 {s['mover_ms']['p50']} ms p99 {s['mover_ms']['p99']} ms"
+        )
+        wall = s["seconds_first_close_to_last_moved"]
+        print(
+            f"      CPU seconds over {wall:.1f} s wall: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in s["cpu_seconds"].items())
+        )
     print()
-    print(f"(a) throughput: {a['scans_per_s']:.1f} scans/s (target >= {TARGET_RATE:.0f}) "
-          f"{verdict(ok['scans_per_s'])}; latency p50 {a['latency_ms']['p50']:.1f} ms, "
-          f"p99 {a['latency_ms']['p99']:.1f} ms; dead letters {a['dead_letters']}")
+    print(
+        f"(a) throughput: {a['scans_per_s']:.1f} scans/s (target >= {TARGET_RATE:.0f}) "
+        f"{verdict(ok['scans_per_s'])}; latency p50 {a['latency_ms']['p50']:.1f} ms, "
+        f"p99 {a['latency_ms']['p99']:.1f} ms; dead letters {a['dead_letters']}"
+    )
     lat = b["latency_ms"]
-    print(f"(b) paced {r['paced_rate']:.0f}/s: latency p50 {lat['p50']:.1f} ms (target < {TARGET_P50_MS:.0f}) "
-          f"{verdict(ok['p50'])}, p95 {lat['p95']:.1f} ms, p99 {lat['p99']:.1f} ms "
-          f"(target < {TARGET_P99_MS:.0f}) {verdict(ok['p99'])}, max {lat['max']:.1f} ms; "
-          f"dead letters {b['dead_letters']}")
+    print(
+        f"(b) paced {r['paced_rate']:.0f}/s: latency p50 {lat['p50']:.1f} ms (target < {TARGET_P50_MS:.0f}) "
+        f"{verdict(ok['p50'])}, p95 {lat['p95']:.1f} ms, p99 {lat['p99']:.1f} ms "
+        f"(target < {TARGET_P99_MS:.0f}) {verdict(ok['p99'])}, max {lat['max']:.1f} ms; "
+        f"dead letters {b['dead_letters']}"
+    )
     print(f"dead letters total: {r['dead_letters_total']} (must be 0) {verdict(ok['no_dead_letters'])}")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="Targets: >= 200 scans/s; close -> scan.moved p50 < 20 ms, p99 < 100 ms.")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Targets: >= 200 scans/s; close -> scan.moved p50 < 20 ms, p99 < 100 ms.",
+    )
     parser.add_argument("--scans", type=int, default=2000, help="scans per phase (default 2000)")
     parser.add_argument("--rate", type=float, default=200.0, help="paced phase rate, scans/s (default 200)")
     parser.add_argument("--size", type=int, default=1024, help="bytes per scan file (default 1024)")
-    parser.add_argument("--timeout", type=float, default=60.0,
-                        help="seconds to wait for a phase's last scan.moved (default 60)")
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait for a phase's last scan.moved (default 60)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, data) afterwards")
     parser.add_argument("--output", type=Path, default=RESULTS / "pipeline.json", help="JSON results file")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
