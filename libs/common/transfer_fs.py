@@ -42,8 +42,8 @@ TEMP_SUFFIX = ".beamflow.part"
 
 # Copies run on their own small pool: the default pool (cores + 4 threads) lets many copies fight the event
 # loop for the GIL, which measured slower on 2 cores than a single copy thread. Disk bandwidth, not
-# parallelism, bounds a copy; two threads let one copy fsync while the other streams.
-_COPY_THREADS = int(os.environ.get("BEAMFLOW_COPY_THREADS", "2"))
+# parallelism, bounds a copy; a few threads let some copies fsync while another streams (4 measured best).
+_COPY_THREADS = int(os.environ.get("BEAMFLOW_COPY_THREADS", "4"))
 _executor: concurrent.futures.ThreadPoolExecutor | None = None
 
 
