@@ -39,7 +39,7 @@ bench-pipeline: $(STAMP)
 	$(BIN)/python bench/pipeline.py
 
 bench-copy: $(STAMP)
-	$(BIN)/python bench/copy.py
+	$(BIN)/python bench/copy_speed.py
 
 bench-memory: $(STAMP)
 	$(BIN)/python bench/memory.py

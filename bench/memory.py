@@ -17,16 +17,7 @@ Run: ``.venv/bin/python bench/memory.py`` (or ``make bench-memory``). Figures go
 ``bench/results/memory.json``.
 """
 
-# ruff: noqa: E402  (the path fix below must run before the other imports)
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# Run as ``python bench/<name>.py``, this folder is sys.path[0] and bench/copy.py would shadow the standard
-# library's ``copy`` module (dataclasses and pydantic import it); take the folder off the path first.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _HERE]
 
 import argparse
 import asyncio
@@ -34,10 +25,12 @@ import json
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import psutil

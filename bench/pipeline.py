@@ -30,26 +30,19 @@ Run: ``.venv/bin/python bench/pipeline.py`` (or ``make bench-pipeline``). Figure
 ``bench/results/pipeline.json``.
 """
 
-# ruff: noqa: E402  (the path fix below must run before the other imports)
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# Run as ``python bench/<name>.py``, this folder is sys.path[0] and bench/copy.py would shadow the standard
-# library's ``copy`` module (dataclasses and pydantic import it); take the folder off the path first.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _HERE]
 
 import argparse
 import asyncio
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import psutil

@@ -2,6 +2,7 @@
 
 - ``EventCollector`` (from ``beamflow.common.observe``): every event from the start, so a test waits for an
   outcome instead of sleeping: ``await collector.wait_for(lambda c: len(c.moved) == 3)``.
+- ``harness``: a publisher, the services under test and a collector, in one ``async with``.
 - ``running``: an async context manager that runs a service's runtime in this process and shuts it down
   gracefully afterwards.
 - ``test_config``: a config with filesystem endpoints under one folder and short, test-friendly timings.
@@ -29,7 +30,7 @@ from beamflow.common.observe import EventCollector, collecting
 from beamflow.common.runtime import Runtime
 from beamflow.common.service import Service
 
-__all__ = ["EventCollector", "collecting", "config_to_yaml", "running", "test_config"]
+__all__ = ["EventCollector", "collecting", "config_to_yaml", "harness", "running", "test_config"]
 
 
 @contextlib.asynccontextmanager
@@ -42,6 +43,19 @@ async def running(
         yield runtime
     finally:
         await runtime.shutdown()
+
+
+@contextlib.asynccontextmanager
+async def harness(
+    config: BeamflowConfig, url: str, *services: Service
+) -> AsyncIterator[tuple[Runtime, EventCollector]]:
+    """A publisher runtime (to inject events), the services under test, and a collector of every event."""
+    async with contextlib.AsyncExitStack() as stack:
+        bus = await stack.enter_async_context(running(Service("test-publisher"), config, url))
+        for service in services:
+            await stack.enter_async_context(running(service, config, url))
+        events = await stack.enter_async_context(collecting(url))
+        yield bus, events
 
 
 def test_config(

@@ -24,7 +24,7 @@ from beamflow.common.events import ScanFile, ScanNew, scan_id_for
 from beamflow.common.natsserver import EmbeddedNats
 from beamflow.common.observe import collecting
 from beamflow.common.service import Service
-from beamflow.common.testing import config_to_yaml, running, test_config
+from beamflow.common.testing import config_to_yaml, harness, running, test_config
 from beamflow.mover.service import build as build_mover
 from beamflow.watcher.service import build as build_watcher
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -165,11 +165,7 @@ async def test_a_destination_refusing_writes_is_retried_then_dead_lettered(
     source = big_file(tmp_path / "source/big.h5", 4)
     before = source.read_bytes()
     with small_disk(tmp_path / "data", "1m", read_only):
-        async with (
-            running(Service("p"), config, nats_server.url) as bus,
-            running(build_mover(config), config, nats_server.url),
-            collecting(nats_server.url) as events,
-        ):
+        async with harness(config, nats_server.url, build_mover(config)) as (bus, events):
             await bus.publish(announce(tmp_path, "big.h5"))
             await events.wait_for(lambda c: len(c.failed) == 1)
         assert not (tmp_path / "data/big.h5").exists()

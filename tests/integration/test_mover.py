@@ -15,7 +15,7 @@ from beamflow.common.events import ScanFile, ScanNew, scan_id_for
 from beamflow.common.natsserver import EmbeddedNats
 from beamflow.common.observe import collecting
 from beamflow.common.service import Service
-from beamflow.common.testing import running, test_config
+from beamflow.common.testing import harness, running, test_config
 from beamflow.mover.service import build as build_mover
 
 
@@ -75,11 +75,7 @@ async def test_verified_copy_is_not_written_again(tmp_path: Path, nats_server: E
     src = write(tmp_path / "source/a.h5", b"x" * 100_000)
     dest = write(tmp_path / "data/a.h5", src.read_bytes())
     inode = dest.stat().st_ino
-    async with (
-        running(Service("p"), config, nats_server.url) as bus,
-        running(build_mover(config), config, nats_server.url),
-        collecting(nats_server.url) as events,
-    ):
+    async with harness(config, nats_server.url, build_mover(config)) as (bus, events):
         await bus.publish(announce(tmp_path / "source", "bl832", ["a.h5"]))
         await events.wait_for(lambda c: len(c.moved) == 1)
     assert events.moved[0].copied is False
@@ -90,11 +86,7 @@ async def test_a_different_file_at_the_destination_is_replaced(tmp_path: Path, n
     config = test_config(tmp_path)
     src = write(tmp_path / "source/a.h5", b"new" * 1000)
     dest = write(tmp_path / "data/a.h5", b"old" * 1000)  # same size, different bytes
-    async with (
-        running(Service("p"), config, nats_server.url) as bus,
-        running(build_mover(config), config, nats_server.url),
-        collecting(nats_server.url) as events,
-    ):
+    async with harness(config, nats_server.url, build_mover(config)) as (bus, events):
         await bus.publish(announce(tmp_path / "source", "bl832", ["a.h5"]))
         await events.wait_for(lambda c: len(c.moved) == 1)
     assert events.moved[0].copied is True
@@ -128,11 +120,7 @@ async def test_malformed_event_is_dead_lettered_and_the_mover_keeps_going(
 ) -> None:
     config = test_config(tmp_path)
     write(tmp_path / "source/ok.h5", b"fine")
-    async with (
-        running(Service("p"), config, nats_server.url) as bus,
-        running(build_mover(config), config, nats_server.url),
-        collecting(nats_server.url) as events,
-    ):
+    async with harness(config, nats_server.url, build_mover(config)) as (bus, events):
         await bus.js.publish("scan.new.bl832", payload, headers={hdr.MSG_ID: "bad-1"})
         await events.wait_for(lambda c: len(c.failed) == 1)
         await bus.publish(announce(tmp_path / "source", "bl832", ["ok.h5"]))
@@ -168,11 +156,7 @@ async def test_paths_escaping_the_root_are_refused(tmp_path: Path, nats_server: 
         files=[ScanFile(path=rel, size=9, mtime=0.0)],
         detected_at=datetime.now(UTC),
     )
-    async with (
-        running(Service("p"), config, nats_server.url) as bus,
-        running(build_mover(config), config, nats_server.url),
-        collecting(nats_server.url) as events,
-    ):
+    async with harness(config, nats_server.url, build_mover(config)) as (bus, events):
         await bus.publish(event)
         await events.wait_for(lambda c: len(c.failed) == 1)
     failure = events.failed[0]
@@ -184,11 +168,7 @@ async def test_paths_escaping_the_root_are_refused(tmp_path: Path, nats_server: 
 
 async def test_missing_source_is_dead_lettered(tmp_path: Path, nats_server: EmbeddedNats) -> None:
     config = test_config(tmp_path)
-    async with (
-        running(Service("p"), config, nats_server.url) as bus,
-        running(build_mover(config), config, nats_server.url),
-        collecting(nats_server.url) as events,
-    ):
+    async with harness(config, nats_server.url, build_mover(config)) as (bus, events):
         await bus.publish(announce(tmp_path / "source", "bl832", ["gone.h5"]))
         await events.wait_for(lambda c: len(c.failed) == 1)
     assert events.failed[0].error_type == "SourceMissing"
@@ -198,11 +178,7 @@ async def test_missing_source_is_dead_lettered(tmp_path: Path, nats_server: Embe
 async def test_unknown_beamline_is_dead_lettered(tmp_path: Path, nats_server: EmbeddedNats) -> None:
     config = test_config(tmp_path)
     write(tmp_path / "source/a.h5", b"1")
-    async with (
-        running(Service("p"), config, nats_server.url) as bus,
-        running(build_mover(config), config, nats_server.url),
-        collecting(nats_server.url) as events,
-    ):
+    async with harness(config, nats_server.url, build_mover(config)) as (bus, events):
         await bus.publish(announce(tmp_path / "source", "bl999", ["a.h5"]))
         await events.wait_for(lambda c: len(c.failed) == 1)
     assert events.failed[0].error_type == "UnknownBeamline"
@@ -225,11 +201,7 @@ async def test_source_changing_during_copy_is_never_reported_verified(
     writer = threading.Thread(target=keep_appending, daemon=True)
     writer.start()
     try:
-        async with (
-            running(Service("p"), config, nats_server.url) as bus,
-            running(build_mover(config), config, nats_server.url),
-            collecting(nats_server.url) as events,
-        ):
+        async with harness(config, nats_server.url, build_mover(config)) as (bus, events):
             await bus.publish(announce(tmp_path / "source", "bl832", ["growing.h5"]))
             await events.wait_for(lambda c: len(c.failed) == 1, timeout=60)
     finally:

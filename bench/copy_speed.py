@@ -21,20 +21,11 @@ How
     (untimed) everything is synced and the destination deleted, so no run pays for another's write-back.
     One untimed warm-up copy precedes the rounds. The median of the rounds is reported.
 
-Run: ``.venv/bin/python bench/copy.py`` (or ``make bench-copy``). Figures go to stdout and to
+Run: ``.venv/bin/python bench/copy_speed.py`` (or ``make bench-copy``). Figures go to stdout and to
 ``bench/results/copy.json``.
 """
 
-# ruff: noqa: E402  (the path fix below must run before the other imports)
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# Run as ``python bench/copy.py``, this folder is sys.path[0] and this very file would shadow the standard
-# library's ``copy`` module (dataclasses and pydantic import it); take the folder off the path first.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _HERE]
 
 import argparse
 import json
@@ -42,9 +33,11 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from beamflow.common.transfer_fs import copy_file
