@@ -27,14 +27,11 @@ Run: ``.venv/bin/python bench/copy_speed.py`` (or ``make bench-copy``). Figures 
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,8 +39,8 @@ from typing import Any
 
 from beamflow.common.transfer_fs import copy_file
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
+import harness
+
 MIB = 1024 * 1024
 TARGET_RATIO = 0.8
 METHODS = ("cp", "cp+fsync", "beamflow")
@@ -142,9 +139,9 @@ def bench_dataset(
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = harness.parser(
+        "copy",
+        __doc__ or "",
         epilog="Target: beamflow copy+verify >= 0.8 x cp throughput.",
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds per dataset, method order rotating (default 3)")
@@ -154,31 +151,22 @@ def main() -> int:
     parser.add_argument(
         "--workdir",
         type=Path,
-        default=REPO / ".beamflow" / "bench",
+        default=harness.SCRATCH,
         help="where the temporary folder goes; must be on the filesystem to measure",
     )
-    parser.add_argument("--output", type=Path, default=RESULTS / "copy.json", help="JSON results file")
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args()
 
     datasets = {
         f"1x{args.big_mib}MiB": [("big.bin", args.big_mib * MIB)],
         f"{args.count}x{args.each_mib}MiB": [(f"part_{i:02d}.bin", args.each_mib * MIB) for i in range(args.count)],
     }
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    base = Path(tempfile.mkdtemp(prefix="copy-", dir=args.workdir))
     results: dict[str, Any] = {"benchmark": "copy", "target_ratio_vs_cp": TARGET_RATIO, "datasets": {}}
-    try:
+    with harness.scratch("copy", parent=args.workdir) as base:
         for name, files in datasets.items():
             results["datasets"][name] = bench_dataset(
                 name, files, base, args.rounds, lambda line: print(line, flush=True)
             )
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results written to {args.output}")
+    harness.save(results, args.output)
     print()
     print(
         f"copy: median of {args.rounds} rounds, MB = 10^6 bytes; source in page cache; target beamflow/cp >= "

@@ -21,12 +21,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -37,8 +34,8 @@ import psutil
 from beamflow.common.natsserver import EmbeddedNats, free_port
 from beamflow.common.testing import config_to_yaml, test_config
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
+import harness
+
 TARGET_MB = 80.0
 MB = 1_000_000
 MIB = 1024 * 1024
@@ -153,9 +150,9 @@ def measure(args: argparse.Namespace, base: Path) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = harness.parser(
+        "memory",
+        __doc__ or "",
         epilog="Target: RSS under 80 MB per idle service process.",
     )
     parser.add_argument(
@@ -163,21 +160,11 @@ def main() -> int:
     )
     parser.add_argument("--idle", type=float, default=3.0, help="seconds to idle once ready (default 3)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for readiness (default 30)")
-    parser.add_argument("--output", type=Path, default=RESULTS / "memory.json", help="JSON results file")
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args()
 
-    parent = REPO / ".beamflow" / "bench"
-    parent.mkdir(parents=True, exist_ok=True)
-    base = Path(tempfile.mkdtemp(prefix="memory-", dir=parent))
-    try:
+    with harness.scratch("memory") as base:
         results = measure(args, base)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results written to {args.output}")
+    harness.save(results, args.output)
     print()
     nats_rss = results["nats_server_rss_bytes"]
     print(

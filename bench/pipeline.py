@@ -34,11 +34,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -53,12 +50,12 @@ from beamflow.common.simulate import write_small
 from beamflow.common.stack import Stack
 from beamflow.common.testing import config_to_yaml, test_config
 
+import harness
+
 BEAMLINE = "bl832"
 ENDPOINT = "source"
 DESTINATION = "data"
 SUFFIX = ".h5"
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
 
 TARGET_RATE = 200.0  # scans/s, at least
 TARGET_P50_MS = 20.0  # below
@@ -348,9 +345,9 @@ def report(r: dict[str, Any]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = harness.parser(
+        "pipeline",
+        __doc__ or "",
         epilog="Targets: >= 200 scans/s; close -> scan.moved p50 < 20 ms, p99 < 100 ms.",
     )
     parser.add_argument("--scans", type=int, default=2000, help="scans per phase (default 2000)")
@@ -360,29 +357,18 @@ def main() -> int:
         "--timeout", type=float, default=60.0, help="seconds to wait for a phase's last scan.moved (default 60)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, data) afterwards")
-    parser.add_argument("--output", type=Path, default=RESULTS / "pipeline.json", help="JSON results file")
-    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args()
 
-    parent = REPO / ".beamflow" / "bench"
-    parent.mkdir(parents=True, exist_ok=True)
-    base = Path(tempfile.mkdtemp(prefix="pipeline-", dir=parent))
-    try:
-        results = asyncio.run(run(args, base))
-    except BaseException:
-        print(f"benchmark failed; service logs were under {base / 'state' / 'logs'}", file=sys.stderr)
-        for log in sorted((base / "state" / "logs").glob("*.log")):
-            tail = log.read_text(errors="replace").splitlines()[-15:]
-            print(f"--- {log.name} (last lines)", *tail, sep="\n", file=sys.stderr)
-        raise
-    finally:
-        if args.keep:
-            print(f"kept {base}")
-        else:
-            shutil.rmtree(base, ignore_errors=True)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results written to {args.output}")
+    with harness.scratch("pipeline", keep=args.keep) as base:
+        try:
+            results = asyncio.run(run(args, base))
+        except BaseException:
+            print(f"benchmark failed; service logs were under {base / 'state' / 'logs'}", file=sys.stderr)
+            for log in sorted((base / "state" / "logs").glob("*.log")):
+                tail = log.read_text(errors="replace").splitlines()[-15:]
+                print(f"--- {log.name} (last lines)", *tail, sep="\n", file=sys.stderr)
+            raise
+    harness.save(results, args.output)
     report(results)
     return 1 if args.strict and not all(results["pass"].values()) else 0
 

@@ -1,0 +1,53 @@
+"""What every benchmark here shares: its command line, a scratch folder, and where the figures go.
+
+Benchmarks run as ``python bench/<name>.py`` (this folder is then on ``sys.path``), print a short report
+whose last lines are the figures, and write the same figures as JSON to ``bench/results/<name>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+SCRATCH = REPO / ".beamflow" / "bench"
+
+
+def parser(name: str, doc: str, epilog: str) -> argparse.ArgumentParser:
+    """The benchmark's parser with the options every benchmark has (--output, --strict)."""
+    parsed = argparse.ArgumentParser(
+        prog=f"bench/{name}.py",
+        description=doc.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=epilog,
+    )
+    parsed.add_argument("--output", type=Path, default=RESULTS / f"{name}.json", help="JSON results file")
+    parsed.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    return parsed
+
+
+@contextlib.contextmanager
+def scratch(prefix: str, parent: Path = SCRATCH, keep: bool = False) -> Iterator[Path]:
+    """A fresh folder for one run, removed afterwards (even on error) unless ``keep``."""
+    parent.mkdir(parents=True, exist_ok=True)
+    base = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=parent))
+    try:
+        yield base
+    finally:
+        if keep:
+            print(f"kept {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def save(results: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results written to {path}")
