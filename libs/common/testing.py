@@ -5,13 +5,16 @@
 - ``harness``: a publisher, the services under test and a collector, in one ``async with``.
 - ``running``: an async context manager that runs a service's runtime in this process and shuts it down
   gracefully afterwards.
+- ``wait_until``: wait for a condition off the bus (a file appearing), with a deadline.
 - ``test_config``: a config with filesystem endpoints under one folder and short, test-friendly timings.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -30,7 +33,7 @@ from beamflow.common.observe import EventCollector, collecting
 from beamflow.common.runtime import Runtime
 from beamflow.common.service import Service
 
-__all__ = ["EventCollector", "collecting", "config_to_yaml", "harness", "running", "test_config"]
+__all__ = ["EventCollector", "collecting", "config_to_yaml", "harness", "running", "test_config", "wait_until"]
 
 
 @contextlib.asynccontextmanager
@@ -101,6 +104,18 @@ def test_config(
 
 
 test_config.__test__ = False  # type: ignore[attr-defined]  # pytest must not collect it
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    """Wait for something outside the bus (a file on disk, another process's state), polling with a deadline.
+
+    Outcomes on the bus are awaited with ``EventCollector.wait_for`` instead, which needs no polling.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout}s")
+        await asyncio.sleep(0.01)
 
 
 def config_to_yaml(config: BeamflowConfig, path: Path) -> Path:

@@ -24,7 +24,7 @@ from beamflow.common.events import ScanFile, ScanNew, scan_id_for
 from beamflow.common.natsserver import EmbeddedNats
 from beamflow.common.observe import collecting
 from beamflow.common.service import Service
-from beamflow.common.testing import config_to_yaml, harness, running, test_config
+from beamflow.common.testing import config_to_yaml, harness, running, test_config, wait_until
 from beamflow.mover.service import build as build_mover
 from beamflow.watcher.service import build as build_watcher
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -68,14 +68,6 @@ def start_mover(config_path: Path, url: str, log: Path) -> subprocess.Popen[byte
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
     )
-
-
-async def wait_until(condition: object, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 def temps(folder: Path) -> list[Path]:

@@ -11,7 +11,7 @@ from beamflow.common.config import BeamflowConfig
 from beamflow.common.events import scan_id_for
 from beamflow.common.natsserver import EmbeddedNats
 from beamflow.common.observe import collecting
-from beamflow.common.testing import running, test_config
+from beamflow.common.testing import running, test_config, wait_until
 from beamflow.watcher.service import build as build_watcher
 
 
@@ -24,15 +24,6 @@ def write(path: Path, data: bytes = b"data") -> float:
 
 def saxs(base: Path, **kw: object) -> BeamflowConfig:
     return test_config(base, beamline="bl733", suffixes=(".txt", ".edf"), **kw)  # type: ignore[arg-type]
-
-
-async def wait_until(condition: object, timeout: float = 15.0) -> None:
-    """Wait for a condition outside the bus (a file on disk); polls with a deadline."""
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 async def test_inotify_announces_a_finished_file(tmp_path: Path, nats_server: EmbeddedNats) -> None:
