@@ -8,7 +8,8 @@ The order of steps is what makes a copy safe to trust:
 3. fsync the temporary file;
 4. stat the source again: if its size, mtime or inode moved, the copy is discarded (``SourceChanged``);
 5. re-read the temporary file and compare checksum and size (``VerificationFailed`` otherwise);
-6. set the source's mtime, rename over the final name, fsync the folder.
+6. set the source's mtime and rename over the final name; once every file of the scan is in place, fsync
+   their folders (one sync per folder, not per file).
 
 Only step 6 makes a file appear under its final name, so a crash or a full disk leaves at most a hidden
 ``.<name>.beamflow.part`` file, never a partial file that looks complete.
@@ -20,6 +21,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import errno
+import functools
 import os
 from pathlib import Path
 
@@ -71,7 +73,8 @@ def _refused(exc: OSError, where: Path) -> DestinationUnwritable:
     )
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make renames in ``path`` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -85,8 +88,13 @@ def copy_file(
     relpath: str,
     source_name: str = "source",
     dest_name: str = "destination",
+    sync_dir: bool = True,
 ) -> tuple[FileCopy, bool]:
-    """Copy one file and verify it. Returns the verified copy and whether bytes were written."""
+    """Copy one file and verify it. Returns the verified copy and whether bytes were written.
+
+    With ``sync_dir=False`` the caller must ``fsync_dir`` the destination folder before it reports the
+    copy (a scan's files share folders, so one folder sync serves them all).
+    """
     src = resolve_inside(source_root, relpath, source_name)
     dst = resolve_inside(dest_root, relpath, dest_name)
     try:
@@ -129,7 +137,8 @@ def copy_file(
             )
         os.utime(tmp, ns=(before.st_atime_ns, before.st_mtime_ns))
         os.replace(tmp, dst)
-        _fsync_dir(dst.parent)
+        if sync_dir:
+            fsync_dir(dst.parent)
     except OSError as exc:
         _discard(tmp)
         if exc.errno in _REFUSED:
@@ -194,12 +203,20 @@ class FilesystemTransfer:
             raise UnsupportedEndpoint("FilesystemTransfer copies between filesystem endpoints only")
         files: list[FileCopy] = []
         copied_files = copied_bytes = 0
+        loop = asyncio.get_running_loop()
+        written_into: set[Path] = set()
         for relpath in paths:
-            copy, written = await asyncio.get_running_loop().run_in_executor(
-                _copy_executor(), copy_file, source.root, destination.root, relpath, source_name, destination_name
+            copy, written = await loop.run_in_executor(
+                _copy_executor(),
+                functools.partial(
+                    copy_file, source.root, destination.root, relpath, source_name, destination_name, sync_dir=False
+                ),
             )
             files.append(copy)
             if written:
                 copied_files += 1
                 copied_bytes += copy.size
+                written_into.add(resolve_inside(destination.root, relpath, destination_name).parent)
+        for folder in written_into:  # the renames are durable before anyone hears of the copies
+            await loop.run_in_executor(_copy_executor(), fsync_dir, folder)
         return TransferResult(files=files, copied_files=copied_files, copied_bytes=copied_bytes)
