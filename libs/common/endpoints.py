@@ -74,8 +74,3 @@ def resolve_inside(root: Path, relpath: str, endpoint: str = "endpoint") -> Path
             "(a symlink points out of the endpoint); refused"
         )
     return candidate
-
-
-def relative_to_root(root: Path, path: Path) -> str:
-    """The POSIX relative path of ``path`` under ``root`` (both taken as they are, not resolved)."""
-    return path.relative_to(root).as_posix()

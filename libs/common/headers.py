@@ -8,10 +8,7 @@ from typing import Final
 MSG_ID: Final = "Nats-Msg-Id"
 #: W3C trace context (OpenTelemetry propagation).
 TRACEPARENT: Final = "traceparent"
-TRACESTATE: Final = "tracestate"
 #: The event's schema version, so a consumer can refuse a version it does not know without parsing.
 SCHEMA_VERSION: Final = "Beamflow-Schema-Version"
 #: The event type name (``scan.new``, ``scan.moved`` ...), for tools that read raw messages.
 EVENT_TYPE: Final = "Beamflow-Event"
-#: Set on a message re-published from the dead letters, naming the dead letter it came from.
-REPLAY_OF: Final = "Beamflow-Replay-Of"

@@ -42,7 +42,6 @@ from beamflow.common.telemetry import extract, inject, tracer
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 log = logging.getLogger(__name__)
@@ -496,8 +495,3 @@ def dead_letter(
         deliveries=deliveries,
         original=original,
     )
-
-
-def current_trace_id() -> str | None:
-    ctx = trace.get_current_span().get_span_context()
-    return f"{ctx.trace_id:032x}" if ctx.is_valid else None

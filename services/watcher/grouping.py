@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fnmatch import fnmatch
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 from beamflow.common.config import ScanRule
 
@@ -40,6 +40,3 @@ class Grouping:
 
     def files_of(self, scan_path: str) -> list[str]:
         return [scan_path + suffix for suffix in self.suffixes]
-
-    def present(self, root: Path, scan_path: str) -> bool:
-        return all((root / rel).is_file() for rel in self.files_of(scan_path))

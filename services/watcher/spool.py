@@ -53,6 +53,3 @@ class Spool:
             except (OSError, ValueError):
                 path.rename(path.with_suffix(".corrupt"))  # keep it for a human; never block the rest
         return events
-
-    def pending_count(self) -> int:
-        return sum(1 for _ in self.pending_dir.glob("*.json"))

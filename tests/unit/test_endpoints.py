@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from beamflow.common.endpoints import check_relative, relative_to_root, resolve_inside
+from beamflow.common.endpoints import check_relative, resolve_inside
 from beamflow.common.errors import PathOutsideRoot, PermanentError
 
 
@@ -118,9 +118,3 @@ def test_check_relative_refuses_without_touching_the_filesystem(tmp_path: Path) 
         with pytest.raises(PathOutsideRoot):
             check_relative(bad)
     assert list(tmp_path.iterdir()) == []
-
-
-def test_relative_to_root(root: Path) -> None:
-    assert relative_to_root(root, root / "scans/2024/sample.h5") == "scans/2024/sample.h5"
-    with pytest.raises(ValueError):
-        relative_to_root(root / "scans", root / "elsewhere.h5")
