@@ -188,6 +188,15 @@ def _discard(tmp: Path) -> None:
         tmp.unlink()
 
 
+def _copy_unsynced(
+    source_root: Path, dest_root: Path, relpath: str, source_name: str, dest_name: str
+) -> tuple[FileCopy, bool, Path]:
+    """``copy_file`` without the folder sync, plus the folder to sync; runs in a copy thread because
+    resolving the folder walks the path with lstat calls that would otherwise block the event loop."""
+    copy, written = copy_file(source_root, dest_root, relpath, source_name, dest_name, sync_dir=False)
+    return copy, written, resolve_inside(dest_root, relpath, dest_name).parent
+
+
 class FilesystemTransfer:
     """Transfer controller for two filesystem endpoints on this host."""
 
@@ -206,17 +215,17 @@ class FilesystemTransfer:
         loop = asyncio.get_running_loop()
         written_into: set[Path] = set()
         for relpath in paths:
-            copy, written = await loop.run_in_executor(
+            copy, written, folder = await loop.run_in_executor(
                 _copy_executor(),
                 functools.partial(
-                    copy_file, source.root, destination.root, relpath, source_name, destination_name, sync_dir=False
+                    _copy_unsynced, source.root, destination.root, relpath, source_name, destination_name
                 ),
             )
             files.append(copy)
             if written:
                 copied_files += 1
                 copied_bytes += copy.size
-                written_into.add(resolve_inside(destination.root, relpath, destination_name).parent)
+                written_into.add(folder)
         for folder in written_into:  # the renames are durable before anyone hears of the copies
             await loop.run_in_executor(_copy_executor(), fsync_dir, folder)
         return TransferResult(files=files, copied_files=copied_files, copied_bytes=copied_bytes)
