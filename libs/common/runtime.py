@@ -329,14 +329,12 @@ class Runtime:
             except asyncio.CancelledError:
                 raise
             except PermanentError as exc:
-                heartbeat.cancel()
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
                 await self._dead_letter(handler, msg, exc, permanent=True, deliveries=deliveries)
                 await msg.term()
                 self.stats["dead_lettered"] += 1
                 return
             except Exception as exc:
-                heartbeat.cancel()
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
                 await self._retry_or_give_up(handler, msg, exc, deliveries)

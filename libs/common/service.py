@@ -38,14 +38,12 @@ class Context:
     subject: str
     deliveries: int
     log: logging.LoggerAdapter[logging.Logger]
-    published: list[Event] = field(default_factory=list)
 
     async def publish(self, event: Event) -> None:
         """Publish a follow-on event; the message is acked only after every publish is stored."""
         if not isinstance(event, self.allowed):
             raise TypeError(f"this handler declares {[m.stage for m in self.allowed]}, not {event.stage}")
         await self.publisher.publish(event)
-        self.published.append(event)
 
 
 @dataclass(frozen=True)

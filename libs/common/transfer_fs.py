@@ -88,13 +88,18 @@ def copy_file(
     relpath: str,
     source_name: str = "source",
     dest_name: str = "destination",
-    sync_dir: bool = True,
 ) -> tuple[FileCopy, bool]:
-    """Copy one file and verify it. Returns the verified copy and whether bytes were written.
+    """Copy one file and verify it. Returns the verified copy and whether bytes were written."""
+    copy, written, dst = _copy(source_root, dest_root, relpath, source_name, dest_name)
+    if written:
+        fsync_dir(dst.parent)
+    return copy, written
 
-    With ``sync_dir=False`` the caller must ``fsync_dir`` the destination folder before it reports the
-    copy (a scan's files share folders, so one folder sync serves them all).
-    """
+
+def _copy(
+    source_root: Path, dest_root: Path, relpath: str, source_name: str, dest_name: str
+) -> tuple[FileCopy, bool, Path]:
+    """``copy_file`` without the folder sync (the caller syncs each folder once), plus the final path."""
     src = resolve_inside(source_root, relpath, source_name)
     dst = resolve_inside(dest_root, relpath, dest_name)
     try:
@@ -104,9 +109,9 @@ def copy_file(
             f"{relpath} is not on {source_name} ({src}); it was moved or deleted before the copy"
         ) from exc
 
-    if _already_verified(src, dst, before.st_size):
-        digest, _ = file_checksum(dst)
-        return FileCopy(path=relpath, size=before.st_size, checksum=digest, algorithm=ALGORITHM), False
+    present = _verified_digest(src, dst, before.st_size)
+    if present is not None:
+        return FileCopy(path=relpath, size=before.st_size, checksum=present, algorithm=ALGORITHM), False, dst
 
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -137,8 +142,6 @@ def copy_file(
             )
         os.utime(tmp, ns=(before.st_atime_ns, before.st_mtime_ns))
         os.replace(tmp, dst)
-        if sync_dir:
-            fsync_dir(dst.parent)
     except OSError as exc:
         _discard(tmp)
         if exc.errno in _REFUSED:
@@ -149,16 +152,18 @@ def copy_file(
     except BaseException:
         _discard(tmp)
         raise
-    return FileCopy(path=relpath, size=size, checksum=digest, algorithm=ALGORITHM), True
+    return FileCopy(path=relpath, size=size, checksum=digest, algorithm=ALGORITHM), True, dst
 
 
-def _already_verified(src: Path, dst: Path, size: int) -> bool:
+def _verified_digest(src: Path, dst: Path, size: int) -> str | None:
+    """The digest of ``dst`` if it already is a copy of ``src`` (same size and checksum), else None."""
     try:
         if not dst.is_file() or dst.stat().st_size != size:
-            return False
+            return None
     except OSError:
-        return False
-    return file_checksum(src)[0] == file_checksum(dst)[0]
+        return None
+    digest = file_checksum(dst)[0]
+    return digest if file_checksum(src)[0] == digest else None
 
 
 def _stream_copy(src: Path, tmp: Path) -> tuple[str, int]:
@@ -188,15 +193,6 @@ def _discard(tmp: Path) -> None:
         tmp.unlink()
 
 
-def _copy_unsynced(
-    source_root: Path, dest_root: Path, relpath: str, source_name: str, dest_name: str
-) -> tuple[FileCopy, bool, Path]:
-    """``copy_file`` without the folder sync, plus the folder to sync; runs in a copy thread because
-    resolving the folder walks the path with lstat calls that would otherwise block the event loop."""
-    copy, written = copy_file(source_root, dest_root, relpath, source_name, dest_name, sync_dir=False)
-    return copy, written, resolve_inside(dest_root, relpath, dest_name).parent
-
-
 class FilesystemTransfer:
     """Transfer controller for two filesystem endpoints on this host."""
 
@@ -215,17 +211,15 @@ class FilesystemTransfer:
         loop = asyncio.get_running_loop()
         written_into: set[Path] = set()
         for relpath in paths:
-            copy, written, folder = await loop.run_in_executor(
+            copy, written, final = await loop.run_in_executor(
                 _copy_executor(),
-                functools.partial(
-                    _copy_unsynced, source.root, destination.root, relpath, source_name, destination_name
-                ),
+                functools.partial(_copy, source.root, destination.root, relpath, source_name, destination_name),
             )
             files.append(copy)
             if written:
                 copied_files += 1
                 copied_bytes += copy.size
-                written_into.add(folder)
+                written_into.add(final.parent)
         for folder in written_into:  # the renames are durable before anyone hears of the copies
             await loop.run_in_executor(_copy_executor(), fsync_dir, folder)
         return TransferResult(files=files, copied_files=copied_files, copied_bytes=copied_bytes)
