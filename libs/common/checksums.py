@@ -13,7 +13,8 @@ from typing import Final, Protocol
 import xxhash
 
 ALGORITHM: Final = "xxh3-128"
-CHUNK_SIZE: Final = 4 * 1024 * 1024
+#: 1 MiB keeps a chunk in the CPU cache between the read, the hash and the write (measured faster than 4 MiB).
+CHUNK_SIZE: Final = 1024 * 1024
 
 
 class Hasher(Protocol):

@@ -36,6 +36,7 @@ from beamflow.common.errors import (
 )
 from beamflow.common.events import FileCopy
 from beamflow.common.transfer import TransferResult
+from beamflow.common.writeback import EarlyWriteback
 
 #: errno values that mean "this destination will not take the write" (retry later, then dead-letter).
 _REFUSED = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG}
@@ -173,6 +174,7 @@ def _stream_copy(src: Path, tmp: Path) -> tuple[str, int]:
     total = 0
     with src.open("rb", buffering=0) as reader:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        writeback = EarlyWriteback(fd)
         try:
             while n := reader.readinto(buffer):
                 chunk = view[:n]
@@ -181,6 +183,7 @@ def _stream_copy(src: Path, tmp: Path) -> tuple[str, int]:
                 while written < n:
                     written += os.write(fd, chunk[written:])
                 total += n
+                writeback.wrote(total)
             os.fsync(fd)
         finally:
             os.close(fd)
