@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from beamflow.common.config import BeamflowConfig, environment_problems, load_config
+from beamflow.common.cli_options import DEFAULT_CONFIG, ConfigOption, NatsOption, console, load_or_exit
+from beamflow.common.config import environment_problems, load_config
 from beamflow.common.errors import BeamflowError, ConfigError
-from rich.console import Console
 
 app = typer.Typer(
     name="beamflow",
@@ -26,37 +26,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
-
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "demo.yaml"
-
-ConfigOption = Annotated[
-    Path,
-    typer.Option(
-        "--config",
-        "-c",
-        help="Configuration file (YAML). Default: config/demo.yaml.",
-        envvar="BEAMFLOW_CONFIG",
-    ),
-]
-NatsOption = Annotated[
-    str | None,
-    typer.Option(
-        "--nats",
-        help="Use this NATS server (nats://host:port) instead of the embedded one.",
-        envvar="BEAMFLOW_NATS_URL",
-    ),
-]
-
-
-def _load(path: Path) -> BeamflowConfig:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        console.print(f"[red]{path}: configuration is invalid[/red]")
-        for problem in exc.problems:
-            console.print(f"  - {problem}")
-        raise typer.Exit(2) from None
 
 
 def _install_signal_handlers(stop: asyncio.Event) -> None:
@@ -109,7 +78,7 @@ def run(
     if service not in factories:
         console.print(f"[red]no service named {service!r}; installed: {', '.join(factories) or 'none'}[/red]")
         raise typer.Exit(2)
-    loaded = _load(config)
+    loaded = load_or_exit(config)
     url = nats_url or loaded.nats.url
     if not url:
         console.print(
@@ -138,7 +107,7 @@ def up(
     from beamflow.common.service import discover
     from beamflow.common.stack import Stack
 
-    loaded = _load(config)
+    loaded = load_or_exit(config)
     names = services.split(",") if services else list(discover())
 
     async def main() -> None:
