@@ -9,6 +9,10 @@ change (replicas, ages). Three streams:
 - ``DEADLETTERS``: ``scan.failed.>``, kept long, for ``beamflow dlq``.
 - ``ADVISORIES``: the server's max-deliveries advisories, captured in a stream because an advisory
   nobody is listening to at that moment is otherwise lost.
+- ``HOLDS``: retention holds as message schedules (``hold.set...``) and the messages the server publishes
+  when they expire (``hold.expired...``, with a TTL). No max age: a hold may be due in 180 days.
+
+and the ``LEDGER`` key-value bucket (one key per scan, see ``beamflow.common.ledger``).
 """
 
 from __future__ import annotations
@@ -17,8 +21,13 @@ import logging
 from datetime import timedelta
 
 import nats
+import nats.errors
+from beamflow.common import headers as hdr
 from beamflow.common import subjects
 from beamflow.common.config import BeamflowConfig, NatsConfig
+from beamflow.common.errors import NatsUnavailable
+from beamflow.common.events import Event
+from beamflow.common.telemetry import inject
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -26,11 +35,13 @@ from nats.js.api import (
     ConsumerConfig,
     DeliverPolicy,
     DiscardPolicy,
+    KeyValueConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import NotFoundError
+from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +71,25 @@ async def connect(url: str, settings: NatsConfig, name: str) -> Client:
     )
 
 
+async def publish_event(js: JetStreamContext, event: Event, where: str, timeout: float = 5.0) -> None:
+    """Store ``event`` in its stream with its deterministic message id and the current trace context.
+
+    Raises ``NatsUnavailable`` for every client error (no stream yet, timeout, connection lost): a publish
+    that timed out may still have been stored, which the message id makes harmless to retry.
+    """
+    headers = {
+        hdr.MSG_ID: event.msg_id(),
+        hdr.SCHEMA_VERSION: str(event.schema_version),
+        hdr.EVENT_TYPE: event.event_type,
+        **event.extra_headers(),
+    }
+    inject(headers)
+    try:
+        await js.publish(event.subject(), event.to_json(), timeout=timeout, stream=event.stream, headers=headers)
+    except nats.errors.Error as exc:  # every client error, JetStream's included
+        raise NatsUnavailable(f"could not publish {event.event_type} to NATS at {where}: {exc!r}") from exc
+
+
 def stream_configs(config: BeamflowConfig) -> list[StreamConfig]:
     d = config.delivery
     replicas = config.nats.replicas
@@ -84,6 +114,16 @@ def stream_configs(config: BeamflowConfig) -> list[StreamConfig]:
             num_replicas=replicas,
         ),
         StreamConfig(
+            name=subjects.HOLDS_STREAM,
+            subjects=[f"{subjects.HOLD}.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            duplicate_window=d.duplicate_window.total_seconds(),
+            num_replicas=replicas,
+            allow_msg_schedules=True,
+            allow_msg_ttl=True,
+        ),
+        StreamConfig(
             name=subjects.ADVISORY_STREAM,
             subjects=[f"{subjects.MAX_DELIVERIES_ADVISORY_PREFIX}.>"],
             retention=RetentionPolicy.LIMITS,
@@ -104,15 +144,41 @@ async def ensure_streams(js: JetStreamContext, config: BeamflowConfig) -> None:
             await js.add_stream(wanted)
             log.info("created stream", extra={"stream": wanted.name})
             continue
-        current = info.config
-        if (
-            current.num_replicas,
-            current.max_age,
-            current.duplicate_window,
-            sorted(current.subjects or []),
-        ) != (wanted.num_replicas, wanted.max_age, wanted.duplicate_window, sorted(wanted.subjects or [])):
+        if _settings(info.config) != _settings(wanted):
             await js.update_stream(wanted)
             log.info("updated stream", extra={"stream": wanted.name})
+    await ensure_ledger_bucket(js, config)
+
+
+def _settings(stream: StreamConfig) -> tuple[object, ...]:
+    """The stream settings our config decides; anything else the server fills in is left alone."""
+    return (
+        stream.num_replicas,
+        stream.max_age or 0,
+        stream.duplicate_window,
+        sorted(stream.subjects or []),
+        bool(stream.allow_msg_schedules),
+        bool(stream.allow_msg_ttl),
+    )
+
+
+async def ensure_ledger_bucket(js: JetStreamContext, config: BeamflowConfig) -> KeyValue:
+    """The ledger's KV bucket: one key per scan, latest value only (the event streams keep the history)."""
+    try:
+        return await js.key_value(subjects.LEDGER_BUCKET)
+    except BucketNotFoundError:
+        pass
+    kv = await js.create_key_value(
+        KeyValueConfig(
+            bucket=subjects.LEDGER_BUCKET,
+            description="beamflow ledger: where every scan is, by scan id",
+            history=1,
+            storage=StorageType.FILE,
+            replicas=config.nats.replicas,
+        )
+    )
+    log.info("created key-value bucket", extra={"bucket": subjects.LEDGER_BUCKET})
+    return kv
 
 
 async def ensure_consumer(

@@ -55,6 +55,15 @@ class DeliveryConfig(_Section):
     dead_letter_max_age: Duration = timedelta(days=180)
 
 
+class RetentionConfig(_Section):
+    """How holds are kept on the bus (the periods themselves are per endpoint: ``endpoints.<name>.retention``)."""
+
+    expired_kept_for: Duration = Field(
+        default=timedelta(days=30),
+        description="How long an expired hold waits for the pruner; the pruner must not be down longer.",
+    )
+
+
 class TelemetryConfig(_Section):
     service_namespace: str = "beamflow"
     health_host: str = "127.0.0.1"
@@ -122,6 +131,7 @@ class BeamflowConfig(_Section):
     nats: NatsConfig = Field(default_factory=NatsConfig)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     state_dir: Path = Field(default=Path(".beamflow/state"), description="Local state: the watcher's spool.")
     endpoints: dict[str, EndpointConfig] = Field(default_factory=dict)
     beamlines: dict[str, BeamlineConfig] = Field(default_factory=dict)
@@ -175,9 +185,20 @@ def _rebase_paths(config: BeamflowConfig, base: Path) -> BeamflowConfig:
 def cross_check(config: BeamflowConfig) -> list[str]:
     """Problems no single field can see: names that must be tokens, references that must exist."""
     problems: list[str] = []
-    for name in config.endpoints:
+    for name, endpoint in config.endpoints.items():
         if not subjects.is_token(name):
             problems.append(f"endpoints.{name}: the name must be letters, digits, '-' or '_'")
+        rule = endpoint.retention
+        if rule is not None:
+            if rule.check_endpoint not in config.endpoints:
+                problems.append(
+                    f"endpoints.{name}.retention.check_endpoint: no endpoint named {rule.check_endpoint!r} is defined"
+                )
+            elif rule.check_endpoint == name:
+                problems.append(
+                    f"endpoints.{name}.retention.check_endpoint: a copy on the same endpoint cannot make deleting "
+                    "it safe; name the endpoint that holds the other copy"
+                )
     for bl_name, bl in config.beamlines.items():
         where = f"beamlines.{bl_name}"
         if not subjects.is_token(bl_name):

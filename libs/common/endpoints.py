@@ -12,9 +12,23 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Literal
 from uuid import UUID
 
+from beamflow.common.durations import Duration
 from beamflow.common.errors import PathOutsideRoot
 from beamflow.common.secrets import SecretRef
 from pydantic import BaseModel, ConfigDict, Field
+
+
+class RetentionRule(BaseModel):
+    """How long a scan stays on an endpoint once a verified copy exists elsewhere, and where that copy is.
+
+    The hold for this endpoint is placed when the mover verifies a copy at ``check_endpoint``; when it
+    expires, the pruner deletes the scan here only if that copy still checks out.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    keep_for: Duration = Field(description="e.g. '180d', '35d', '1d', '12h' (days are fine here; NATS has none).")
+    check_endpoint: str = Field(description="The endpoint whose verified copy makes deleting here safe.")
 
 
 class _Endpoint(BaseModel):
@@ -24,6 +38,9 @@ class _Endpoint(BaseModel):
     leaves_facility: bool = Field(
         default=False,
         description="True for storage outside the facility (e.g. NERSC); export-controlled scans never go there.",
+    )
+    retention: RetentionRule | None = Field(
+        default=None, description="Unset: beamflow never deletes anything from this endpoint."
     )
 
 

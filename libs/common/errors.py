@@ -66,6 +66,18 @@ class VerificationFailed(TransientError):
     """The copy at the destination does not match the source's size or checksum; it was not kept."""
 
 
+class PruneRefused(PermanentError):
+    """The safety rule did not hold; nothing was deleted. The message says which part failed and why."""
+
+
+class HoldNotFound(BeamflowError):
+    """An operator named a retention hold that the ledger does not know."""
+
+
+class ScanNotFound(BeamflowError):
+    """An operator named a scan id that the ledger does not know."""
+
+
 class NatsUnavailable(TransientError):
     """The NATS server cannot be reached."""
 

@@ -9,12 +9,13 @@ consumer instead of being dropped silently. Each event knows its subject and its
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
+from beamflow.common import headers as hdr
 from beamflow.common import subjects
 from beamflow.common.errors import InvalidEvent
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -63,6 +64,8 @@ class Event(_Model):
     """Fields every scan event carries."""
 
     stage: ClassVar[str]
+    #: The stream that stores this event type (the runtime publishes there and consumes from there).
+    stream: ClassVar[str] = subjects.SCANS_STREAM
 
     schema_version: Literal[1] = SCHEMA_VERSION
     scan_id: str
@@ -82,6 +85,10 @@ class Event(_Model):
 
     def to_json(self) -> bytes:
         return self.model_dump_json().encode()
+
+    def extra_headers(self) -> dict[str, str]:
+        """Headers beyond the ones every event gets (a hold's schedule); none by default."""
+        return {}
 
 
 class ScanNew(Event):
@@ -130,6 +137,7 @@ class ScanFailed(Event):
     """A dead letter: a service gave up on a message. Carries the reason and the original message."""
 
     stage: ClassVar[str] = subjects.FAILED
+    stream: ClassVar[str] = subjects.DEAD_LETTER_STREAM
 
     scan_id: str | None = None  # type: ignore[assignment]  # unknown when the original did not parse
     service: str
@@ -202,6 +210,61 @@ class ScanPruned(Event):
 
     def msg_id(self) -> str:
         return f"{self.scan_id}:{self.stage}:{self.endpoint}"
+
+
+HoldAction = Literal["placed", "extended", "released"]
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class RetentionHold(Event):
+    """The scan stays on ``endpoint`` until ``expires_at``; after that it may be pruned there, if the copy
+    at ``check_endpoint`` (``files``, as verified) still checks out.
+
+    Published on ``hold.set.<beamline>.<scan_id>.<endpoint>`` as a JetStream message schedule: the server
+    re-publishes the same body on ``hold.expired...`` at ``expires_at`` (whole seconds), and publishing
+    the same subject again replaces the schedule (extend, release). No timer runs in any of our processes.
+    """
+
+    stage: ClassVar[str] = subjects.HOLD
+    stream: ClassVar[str] = subjects.HOLDS_STREAM
+
+    endpoint: Token
+    check_endpoint: Token
+    files: list[FileCopy] = Field(min_length=1, description="The copy at check_endpoint as it was verified.")
+    placed_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    action: HoldAction = "placed"
+    expired_kept_for: str = Field(
+        default="720h", description="Nats-TTL of the expiry message: how long it waits for a pruner."
+    )
+
+    @field_validator("expires_at")
+    @classmethod
+    def _whole_seconds(cls, value: datetime) -> datetime:
+        # Schedules fire on whole seconds; rounding up means the hold never fires before it is due.
+        if value.microsecond:
+            value = value.replace(microsecond=0) + timedelta(seconds=1)
+        return value
+
+    def subject(self) -> str:
+        return subjects.hold_subject(subjects.HOLD_SET, self.beamline, self.scan_id, self.endpoint)
+
+    def expiry_subject(self) -> str:
+        return subjects.hold_subject(subjects.HOLD_EXPIRED, self.beamline, self.scan_id, self.endpoint)
+
+    def msg_id(self) -> str:
+        # A redelivered mover re-places the same hold: dropped. An extension or release is a new message.
+        return f"{self.scan_id}:hold:{self.endpoint}:{self.action}:{_rfc3339(self.expires_at)}"
+
+    def extra_headers(self) -> dict[str, str]:
+        return {
+            hdr.SCHEDULE: f"@at {_rfc3339(self.expires_at)}",
+            hdr.SCHEDULE_TARGET: self.expiry_subject(),
+            hdr.SCHEDULE_TTL: self.expired_kept_for,
+        }
 
 
 EVENT_TYPES: dict[str, type[Event]] = {

@@ -12,3 +12,7 @@ TRACEPARENT: Final = "traceparent"
 SCHEMA_VERSION: Final = "Beamflow-Schema-Version"
 #: The event type name (``scan.new``, ``scan.moved`` ...), for tools that read raw messages.
 EVENT_TYPE: Final = "Beamflow-Event"
+#: JetStream message schedules (retention holds): when, where to, and how long the fired message lives.
+SCHEDULE: Final = "Nats-Schedule"
+SCHEDULE_TARGET: Final = "Nats-Schedule-Target"
+SCHEDULE_TTL: Final = "Nats-Schedule-TTL"

@@ -15,7 +15,7 @@ from typing import Any
 
 import nats
 from beamflow.common import subjects
-from beamflow.common.events import EVENT_TYPES, Event, ScanFailed, ScanMoved, ScanNew
+from beamflow.common.events import EVENT_TYPES, Event, ScanFailed, ScanMoved, ScanNew, ScanPruned
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
@@ -76,6 +76,10 @@ class EventCollector:
     @property
     def moved(self) -> list[ScanMoved]:
         return self.of(ScanMoved)
+
+    @property
+    def pruned(self) -> list[ScanPruned]:
+        return self.of(ScanPruned)
 
     @property
     def failed(self) -> list[ScanFailed]:

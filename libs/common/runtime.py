@@ -30,15 +30,14 @@ from typing import Any
 
 import nats.errors
 import nats.js.errors
-from beamflow.common import headers as hdr
 from beamflow.common import subjects
-from beamflow.common.bus import connect, ensure_consumer, ensure_streams
+from beamflow.common.bus import connect, ensure_consumer, ensure_streams, publish_event
 from beamflow.common.config import BeamflowConfig
 from beamflow.common.errors import NatsUnavailable, PermanentError
 from beamflow.common.events import Event, OriginalMessage, ScanFailed, parse_event
 from beamflow.common.health import HealthServer
 from beamflow.common.service import Context, Handler, Service
-from beamflow.common.telemetry import extract, inject, tracer
+from beamflow.common.telemetry import extract, tracer
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -100,19 +99,9 @@ class Runtime:
 
     async def publish(self, event: Event, timeout: float = 5.0) -> None:
         """Publish with the event's deterministic message id and the current trace context."""
-        headers = {
-            hdr.MSG_ID: event.msg_id(),
-            hdr.SCHEMA_VERSION: str(event.schema_version),
-            hdr.EVENT_TYPE: event.event_type,
-        }
-        inject(headers)
         if self._js is None:
             raise NatsUnavailable(f"not connected to NATS at {self.nats_url} yet")
-        stream = subjects.DEAD_LETTER_STREAM if isinstance(event, ScanFailed) else subjects.SCANS_STREAM
-        try:
-            await self.js.publish(event.subject(), event.to_json(), timeout=timeout, stream=stream, headers=headers)
-        except nats.errors.Error as exc:  # every client error, JetStream's included (no stream yet, timeout)
-            raise NatsUnavailable(f"could not publish {event.event_type} to NATS at {self.nats_url}: {exc!r}") from exc
+        await publish_event(self._js, event, self.nats_url, timeout)
         self.stats[f"published.{event.stage}"] += 1
 
     # -- lifecycle --------------------------------------------------------------------------------------
@@ -156,16 +145,17 @@ class Runtime:
         await ensure_streams(js, self.config)
         for handler in self.service.handlers:
             durable = self.consumer_name(handler)
-            await ensure_consumer(js, subjects.SCANS_STREAM, durable, handler.subject, self.config)
+            stream = handler.event.stream
+            await ensure_consumer(js, stream, durable, handler.subject, self.config)
             advisory = f"{durable}-maxdeliver"
             await ensure_consumer(
                 js,
                 subjects.ADVISORY_STREAM,
                 advisory,
-                subjects.max_deliveries_advisory(subjects.SCANS_STREAM, durable),
+                subjects.max_deliveries_advisory(stream, durable),
                 self.config,
             )
-            sub = await js.pull_subscribe_bind(durable=durable, stream=subjects.SCANS_STREAM)
+            sub = await js.pull_subscribe_bind(durable=durable, stream=stream)
             adv_sub = await js.pull_subscribe_bind(durable=advisory, stream=subjects.ADVISORY_STREAM)
             self._loops.append(asyncio.create_task(self._consume(handler, sub), name=f"consume-{durable}"))
             self._loops.append(asyncio.create_task(self._consume_advisories(handler, adv_sub), name=f"adv-{durable}"))

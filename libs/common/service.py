@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from beamflow.common.config import BeamflowConfig
 from beamflow.common.events import Event
+from nats.js import JetStreamContext
 
 if TYPE_CHECKING:
     from beamflow.common.runtime import Runtime
@@ -28,6 +29,9 @@ ENTRY_POINT_GROUP = "beamflow.services"
 class Publisher(Protocol):
     async def publish(self, event: Event) -> None: ...
 
+    @property
+    def js(self) -> JetStreamContext: ...
+
 
 @dataclass
 class Context:
@@ -38,6 +42,11 @@ class Context:
     subject: str
     deliveries: int
     log: logging.LoggerAdapter[logging.Logger]
+
+    @property
+    def js(self) -> JetStreamContext:
+        """The JetStream context, for handlers that read state on the bus (the ledger, pending holds)."""
+        return self.publisher.js
 
     async def publish(self, event: Event) -> None:
         """Publish a follow-on event; the message is acked only after every publish is stored."""

@@ -12,6 +12,16 @@ from typing import Final
 SCANS_STREAM: Final = "SCANS"
 DEAD_LETTER_STREAM: Final = "DEADLETTERS"
 ADVISORY_STREAM: Final = "ADVISORIES"
+#: Retention holds: one scheduled message per (scan, endpoint) that fires when the hold expires.
+HOLDS_STREAM: Final = "HOLDS"
+#: The ledger: one key per scan in this JetStream KV bucket.
+LEDGER_BUCKET: Final = "LEDGER"
+
+HOLD: Final = "hold"
+#: ``hold.set.<beamline>.<scan_id>.<endpoint>``: the pending hold (a message schedule; replaced to extend).
+HOLD_SET: Final = "set"
+#: ``hold.expired.<beamline>.<scan_id>.<endpoint>``: the server publishes the hold here when it expires.
+HOLD_EXPIRED: Final = "expired"
 
 NEW: Final = "new"
 MOVED: Final = "moved"
@@ -44,11 +54,19 @@ def stage_filter(stage: str) -> str:
 
 
 def beamline_of(subject: str) -> str | None:
-    """The beamline token of a ``scan.<stage>.<beamline>`` subject, or None for any other subject."""
+    """The beamline token of a ``scan.<stage>.<beamline>`` or ``hold.<kind>.<beamline>...`` subject, else None."""
     parts = subject.split(".")
-    if len(parts) >= 3 and parts[0] == "scan":
+    if len(parts) >= 3 and parts[0] in ("scan", HOLD):
         return parts[2]
     return None
+
+
+def hold_subject(kind: str, beamline: str, scan_id: str, endpoint: str) -> str:
+    return f"{HOLD}.{kind}.{beamline}.{scan_id}.{endpoint}"
+
+
+def hold_filter(kind: str) -> str:
+    return f"{HOLD}.{kind}.>"
 
 
 def max_deliveries_advisory(stream: str, consumer: str) -> str:

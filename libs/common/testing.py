@@ -6,6 +6,7 @@
 - ``running``: an async context manager that runs a service's runtime in this process and shuts it down
   gracefully afterwards.
 - ``wait_until``: wait for a condition off the bus (a file appearing), with a deadline.
+- ``wait_for_record``: wait until a scan's ledger record satisfies a condition.
 - ``test_config``: a config with filesystem endpoints under one folder and short, test-friendly timings.
 """
 
@@ -28,12 +29,23 @@ from beamflow.common.config import (
     ScanRule,
     WatchConfig,
 )
-from beamflow.common.endpoints import FilesystemEndpoint
+from beamflow.common.endpoints import FilesystemEndpoint, RetentionRule
+from beamflow.common.ledger import Ledger, ScanRecord
 from beamflow.common.observe import EventCollector, collecting
 from beamflow.common.runtime import Runtime
 from beamflow.common.service import Service
+from nats.js import JetStreamContext
 
-__all__ = ["EventCollector", "collecting", "config_to_yaml", "harness", "running", "test_config", "wait_until"]
+__all__ = [
+    "EventCollector",
+    "collecting",
+    "config_to_yaml",
+    "harness",
+    "running",
+    "test_config",
+    "wait_for_record",
+    "wait_until",
+]
 
 
 @contextlib.asynccontextmanager
@@ -67,12 +79,18 @@ def test_config(
     suffixes: tuple[str, ...] = (".h5",),
     destinations: tuple[str, ...] = ("data",),
     mode: str = "inotify",
+    retention: dict[str, RetentionRule] | None = None,
     **delivery: Any,
 ) -> BeamflowConfig:
-    """One beamline watching ``base/source`` with filesystem destinations ``base/<name>`` in order."""
-    endpoints: dict[str, Any] = {"source": FilesystemEndpoint(root=base / "source")}
+    """One beamline watching ``base/source`` with filesystem destinations ``base/<name>`` in order.
+
+    ``retention`` gives endpoints (by name) a retention rule, e.g. ``{"source": RetentionRule(keep_for=
+    timedelta(seconds=1), check_endpoint="data")}`` for a source pruned a second after its copy is verified.
+    """
+    rules = retention or {}
+    endpoints: dict[str, Any] = {"source": FilesystemEndpoint(root=base / "source", retention=rules.get("source"))}
     for name in destinations:
-        endpoints[name] = FilesystemEndpoint(root=base / name)
+        endpoints[name] = FilesystemEndpoint(root=base / name, retention=rules.get(name))
     for endpoint in endpoints.values():
         endpoint.root.mkdir(parents=True, exist_ok=True)
     settings: dict[str, Any] = {
@@ -116,6 +134,22 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what:
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not met within {timeout}s")
         await asyncio.sleep(0.01)
+
+
+async def wait_for_record(
+    js: JetStreamContext, scan_id: str, condition: Callable[[ScanRecord], bool], timeout: float = 30.0
+) -> ScanRecord:
+    """The scan's ledger record once ``condition`` holds for it (the ledger service folds asynchronously)."""
+    ledger = await Ledger.open(js)
+    deadline = time.monotonic() + timeout
+    while True:
+        record = await ledger.get(scan_id)
+        if record is not None and condition(record):
+            return record
+        if time.monotonic() > deadline:
+            state = record.model_dump_json(include={"copies", "holds", "prunes", "failures"}) if record else "none"
+            raise AssertionError(f"ledger record of {scan_id} did not reach the condition within {timeout}s: {state}")
+        await asyncio.sleep(0.02)
 
 
 def config_to_yaml(config: BeamflowConfig, path: Path) -> Path:

@@ -1,19 +1,27 @@
-"""The mover's handler for ``scan.new``: one transfer per destination, each published when verified."""
+"""The mover's handler for ``scan.new``: one transfer per destination, each published when verified.
+
+After each verified copy it places the retention holds that copy makes possible: an endpoint holding the
+scan whose retention rule names this destination as its check endpoint may now be pruned when its hold
+expires (8.3.2: the data832 copy starts spot832's 1-day hold; the NERSC copy starts data832's 35 days).
+"""
 
 from __future__ import annotations
 
 import time
 
 from beamflow.common.config import BeamflowConfig, BeamlineConfig
-from beamflow.common.errors import UnknownBeamline, UnknownEndpoint
-from beamflow.common.events import ScanMoved, ScanNew
+from beamflow.common.errors import SourceMissing, UnknownBeamline, UnknownEndpoint
+from beamflow.common.events import FileCopy, ScanMoved, ScanNew
+from beamflow.common.holds import new_hold
+from beamflow.common.ledger import Ledger
 from beamflow.common.service import Context
-from beamflow.common.transfer import controller_for
+from beamflow.common.transfer import TransferResult, controller_for
 
 
 class Mover:
     def __init__(self, config: BeamflowConfig) -> None:
         self.config = config
+        self._ledger: Ledger | None = None
 
     def _beamline(self, event: ScanNew) -> BeamlineConfig:
         try:
@@ -45,9 +53,16 @@ class Mover:
                 continue
             source = self.config.endpoints[source_name]
             started = time.perf_counter()
-            result = await controller_for(source, target).transfer(
-                source_name, source, destination.endpoint, target, paths
-            )
+            try:
+                result = await controller_for(source, target).transfer(
+                    source_name, source, destination.endpoint, target, paths
+                )
+            except SourceMissing:
+                done = await self._copy_in_ledger(ctx, event, destination.endpoint)
+                if done is None:
+                    raise
+                # The copy was verified on an earlier delivery and the source pruned since: nothing to redo.
+                result = TransferResult(files=done, copied_files=0, copied_bytes=0)
             seconds = time.perf_counter() - started
             await ctx.publish(
                 ScanMoved(
@@ -74,3 +89,22 @@ class Mover:
                 },
             )
             holds_copy.add(destination.endpoint)
+            await self._place_holds(ctx, event, holds_copy, destination.endpoint, result.files)
+
+    async def _place_holds(
+        self, ctx: Context, event: ScanNew, holds_copy: set[str], verified_at: str, files: list[FileCopy]
+    ) -> None:
+        for name in sorted(holds_copy):
+            rule = self.config.endpoints[name].retention
+            if rule is None or rule.check_endpoint != verified_at:
+                continue
+            await ctx.publish(new_hold(self.config, event.scan_id, event.beamline, name, rule, files))
+            ctx.log.info("retention hold placed", extra={"endpoint": name, "keep_for_s": rule.keep_for.total_seconds()})
+
+    async def _copy_in_ledger(self, ctx: Context, event: ScanNew, destination: str) -> list[FileCopy] | None:
+        """The verified copy the ledger already records at ``destination``, if any."""
+        if self._ledger is None:
+            self._ledger = await Ledger.open(ctx.js)
+        record = await self._ledger.get(event.scan_id)
+        copy = record.copies.get(destination) if record is not None else None
+        return list(copy.files) if copy is not None else None

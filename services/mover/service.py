@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from beamflow.common import subjects
 from beamflow.common.config import BeamflowConfig
-from beamflow.common.events import ScanMoved, ScanNew
+from beamflow.common.events import RetentionHold, ScanMoved, ScanNew
 from beamflow.common.service import Handler, Service
 from beamflow.mover.handler import Mover
 
@@ -19,7 +19,7 @@ def build(config: BeamflowConfig) -> Service:
                 subject=subjects.stage_filter(subjects.NEW),
                 event=ScanNew,
                 handle=mover.on_scan_new,
-                publishes=(ScanMoved,),
+                publishes=(ScanMoved, RetentionHold),
             ),
         ],
     )

@@ -1,4 +1,6 @@
-"""beamflow.pruner: deletes a scan's files when its retention hold expires and a verified copy exists.
+"""beamflow.pruner: deletes a scan from an endpoint when its retention hold expires, if that is safe.
 
-Not built yet: this package holds no service and registers no entry point, so nothing can start it.
+Consumes ``hold.expired.<beamline>.<scan_id>.<endpoint>`` (published by the NATS server when a hold's
+schedule fires). Deletes only when the four-part safety rule holds (``beamflow.common.safety``), then
+publishes ``scan.pruned``; otherwise nothing is deleted and the hold is dead-lettered with the reason.
 """

@@ -1,0 +1,70 @@
+"""The pruner's handler for expired holds: check the safety rule, delete, publish ``scan.pruned``."""
+
+from __future__ import annotations
+
+import asyncio
+
+from beamflow.common import holds
+from beamflow.common.config import BeamflowConfig
+from beamflow.common.errors import PruneRefused
+from beamflow.common.events import RetentionHold, ScanPruned, utcnow
+from beamflow.common.ledger import Ledger
+from beamflow.common.prune import prune_controller_for
+from beamflow.common.safety import evaluate
+from beamflow.common.service import Context
+
+#: How early a hold may arrive (the scheduler's tick) and still be waited for rather than refused.
+SCHEDULER_SLACK_S = 2.0
+
+
+class Pruner:
+    def __init__(self, config: BeamflowConfig) -> None:
+        self.config = config
+        self._ledger: Ledger | None = None
+
+    async def on_hold_expired(self, ctx: Context, hold: RetentionHold) -> None:
+        if self._ledger is None:
+            self._ledger = await Ledger.open(ctx.js)
+        rescheduled = await holds.pending(ctx.js, hold)
+        if rescheduled is not None and rescheduled.expires_at > hold.expires_at:
+            ctx.log.info(
+                "hold was extended or placed again; not pruning",
+                extra={"endpoint": hold.endpoint, "expires_at": rescheduled.expires_at.isoformat()},
+            )
+            return
+        early = (hold.expires_at - utcnow()).total_seconds()
+        if 0 < early <= SCHEDULER_SLACK_S:
+            # The server's scheduler ticks on whole seconds and can fire a fraction early: wait until due.
+            await asyncio.sleep(early)
+        record = await self._ledger.get(hold.scan_id)
+        if record is not None and hold.endpoint in record.prunes:
+            ctx.log.info("already pruned", extra={"endpoint": hold.endpoint})
+            return
+        loop = asyncio.get_running_loop()
+        verdict = await loop.run_in_executor(None, evaluate, self.config, hold, record, utcnow(), rescheduled)
+        if not verdict.safe:
+            raise PruneRefused(
+                f"not pruning scan {hold.scan_id} from {hold.endpoint}: {verdict.reason()}. Nothing was deleted; "
+                f"fix the copy on {hold.check_endpoint} (or the cause named) and replay this dead letter"
+            )
+        endpoint = self.config.endpoints[hold.endpoint]
+        controller = prune_controller_for(endpoint)
+        deleted = await loop.run_in_executor(None, controller.delete, hold.endpoint, endpoint, hold.files)
+        await ctx.publish(
+            ScanPruned(
+                scan_id=hold.scan_id,
+                beamline=hold.beamline,
+                endpoint=hold.endpoint,
+                check_endpoint=hold.check_endpoint,
+                files=deleted.files,
+                freed_bytes=deleted.freed_bytes,
+            )
+        )
+        ctx.log.info(
+            "pruned",
+            extra={
+                "endpoint": hold.endpoint,
+                "freed_bytes": deleted.freed_bytes,
+                "already_gone": deleted.already_gone,
+            },
+        )
