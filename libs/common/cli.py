@@ -16,6 +16,8 @@ from typing import Annotated
 
 import typer
 from beamflow.common.cli_options import DEFAULT_CONFIG, ConfigOption, NatsOption, console, load_or_exit
+from beamflow.common.cli_retention import hold_app, prune
+from beamflow.common.cli_status import status
 from beamflow.common.config import environment_problems, load_config
 from beamflow.common.errors import BeamflowError, ConfigError
 
@@ -150,6 +152,11 @@ def demo(
         console.print(f"[red]demo failed: {exc}[/red]")
         raise typer.Exit(1) from None
     raise typer.Exit(0 if ok else 1)
+
+
+app.command()(status)
+app.command()(prune)
+app.add_typer(hold_app, name="hold")
 
 
 def main() -> None:

@@ -6,12 +6,15 @@ import from here, so an option is spelled and documented once.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from beamflow.common.config import BeamflowConfig, load_config
-from beamflow.common.errors import ConfigError
+from beamflow.common.errors import ConfigError, NatsUnavailable
+from nats.js import JetStreamContext
 from rich.console import Console
 
 #: Messages for the operator (progress, errors) go to stderr; results go to stdout.
@@ -50,13 +53,49 @@ def load_or_exit(path: Path) -> BeamflowConfig:
 
 
 def bus_url(config: BeamflowConfig, override: str | None) -> str:
-    """The NATS server an operator command talks to: --nats, else nats.url, else the embedded server's port.
+    """The NATS server an operator command talks to: --nats, else nats.url, else the embedded one.
 
-    ``beamflow up`` starts the embedded server on ``nats.port`` (4222 unless configured), so operator
-    commands on the same machine find it without being told.
+    ``beamflow up`` writes its embedded server's URL into the state folder (the port may be any free one),
+    so operator commands on the same machine with the same config find it without being told.
     """
     if override:
         return override
     if config.nats.url:
         return config.nats.url
-    return f"nats://127.0.0.1:{config.nats.port}"
+    try:
+        return config.embedded_url_file.read_text().strip()
+    except OSError:
+        return f"nats://127.0.0.1:{config.nats.port or 4222}"
+
+
+@contextlib.asynccontextmanager
+async def operator_bus(url: str, timeout: float = 5.0) -> AsyncIterator[JetStreamContext]:
+    """JetStream for a one-shot operator command: fail fast with a clear message when nobody answers.
+
+    Services reconnect forever; a person at a terminal wants to hear within seconds that the server is not
+    there, and how to point the command at the right one.
+    """
+    import nats
+
+    async def quiet(exc: Exception) -> None:
+        pass  # the one error that matters is raised below; nats-py would print each attempt's traceback
+
+    try:
+        nc = await nats.connect(
+            url,
+            connect_timeout=timeout,
+            max_reconnect_attempts=1,  # 0 would mean "retry the initial connect for a minute"
+            reconnect_time_wait=0.1,
+            allow_reconnect=False,
+            error_cb=quiet,
+            name="beamflow-cli",
+        )
+    except Exception as exc:
+        raise NatsUnavailable(
+            f"cannot reach NATS at {url} ({type(exc).__name__}); is `beamflow up` running? "
+            "Point at another server with --nats URL or nats.url in the config"
+        ) from exc
+    try:
+        yield nc.jetstream(timeout=timeout)
+    finally:
+        await nc.close()

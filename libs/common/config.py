@@ -136,6 +136,11 @@ class BeamflowConfig(_Section):
     endpoints: dict[str, EndpointConfig] = Field(default_factory=dict)
     beamlines: dict[str, BeamlineConfig] = Field(default_factory=dict)
 
+    @property
+    def embedded_url_file(self) -> Path:
+        """Where ``beamflow up`` writes its embedded server's URL, so operator commands find it (port 0)."""
+        return self.state_dir / "nats.url"
+
     def endpoint(self, name: str) -> EndpointConfig:
         return self.endpoints[name]
 

@@ -85,8 +85,10 @@ async def reschedule(
     js: JetStreamContext, config: BeamflowConfig, hold: RetentionHold, expires_at: datetime, action: str
 ) -> RetentionHold:
     """Replace the hold's schedule: a later time extends it, now releases it (the pruner may act at once)."""
-    updated = hold.model_copy(
-        update={
+    # Validated anew (not model_copy) so the expiry is rounded up to the scheduler's whole seconds.
+    updated = RetentionHold.model_validate(
+        {
+            **hold.model_dump(),
             "expires_at": expires_at,
             "action": action,
             "placed_at": utcnow(),

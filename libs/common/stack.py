@@ -67,6 +67,7 @@ class Stack:
         if not self.external_url:
             self.server = EmbeddedNats(Path(self.config.nats.data_dir), port=self.config.nats.port)
             await self.server.start()
+            self.config.embedded_url_file.write_text(self.server.url)
         for name in self.services:
             proc = ServiceProcess(name, free_port(), self.log_dir / f"{name}.log")
             self.processes[name] = proc
@@ -144,6 +145,7 @@ class Stack:
         await asyncio.gather(*self._supervisors, return_exceptions=True)
         if self.server is not None:
             self.server.stop()
+            self.config.embedded_url_file.unlink(missing_ok=True)
 
 
 async def _ready(port: int) -> bool:
