@@ -256,8 +256,11 @@ class RetentionHold(Event):
         return subjects.hold_subject(subjects.HOLD_EXPIRED, self.beamline, self.scan_id, self.endpoint)
 
     def msg_id(self) -> str:
-        # A redelivered mover re-places the same hold: dropped. An extension or release is a new message.
-        return f"{self.scan_id}:hold:{self.endpoint}:{self.action}:{_rfc3339(self.expires_at)}"
+        if self.action == "placed":
+            # The mover placing the hold again (a redelivered scan.new) is dropped by the server.
+            return f"{self.scan_id}:hold:{self.endpoint}:placed"
+        # An operator's extension or release is a new intent every time, even twice in one second.
+        return f"{self.scan_id}:hold:{self.endpoint}:{self.action}:{self.placed_at.isoformat()}"
 
     def extra_headers(self) -> dict[str, str]:
         return {

@@ -59,6 +59,13 @@ async def pending(js: JetStreamContext, hold: RetentionHold) -> RetentionHold | 
     return RetentionHold.model_validate_json(msg.data or b"")
 
 
+async def is_needed(js: JetStreamContext, hold: RetentionHold) -> bool:
+    """False when a hold pending on the bus already keeps the scan at least as long (e.g. an operator's
+    extension, which a redelivered copy placing the default hold again must not shorten)."""
+    current = await pending(js, hold)
+    return current is None or current.expires_at < hold.expires_at
+
+
 def latest_hold(record: ScanRecord, endpoint: str | None) -> tuple[str, RetentionHold]:
     """The last hold the ledger knows for the scan (on ``endpoint``, or its only one), as an event."""
     if not record.holds:

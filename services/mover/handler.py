@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from beamflow.common import holds
 from beamflow.common.config import BeamflowConfig, BeamlineConfig
 from beamflow.common.errors import SourceMissing, UnknownBeamline, UnknownEndpoint
 from beamflow.common.events import FileCopy, ScanMoved, ScanNew
@@ -98,7 +99,10 @@ class Mover:
             rule = self.config.endpoints[name].retention
             if rule is None or rule.check_endpoint != verified_at:
                 continue
-            await ctx.publish(new_hold(self.config, event.scan_id, event.beamline, name, rule, files))
+            hold = new_hold(self.config, event.scan_id, event.beamline, name, rule, files)
+            if not await holds.is_needed(ctx.js, hold):
+                continue
+            await ctx.publish(hold)
             ctx.log.info("retention hold placed", extra={"endpoint": name, "keep_for_s": rule.keep_for.total_seconds()})
 
     async def _copy_in_ledger(self, ctx: Context, event: ScanNew, destination: str) -> list[FileCopy] | None:
