@@ -440,3 +440,25 @@ def test_a_root_that_is_a_file_is_a_problem(tmp_path: Path, monkeypatch: pytest.
     config = _env_config(tmp_path)
     (tmp_path / "b").write_text("not a folder")
     assert environment_problems(config) == [f"endpoints.b.root: {tmp_path / 'b'} is not a folder on this machine"]
+
+
+def fs(root: Path, keep_for: str | None = None, check: str | None = None) -> dict[str, Any]:
+    endpoint: dict[str, Any] = {"kind": "filesystem", "root": str(root)}
+    if keep_for is not None:
+        endpoint["retention"] = {"keep_for": keep_for, "check_endpoint": check}
+    return endpoint
+
+
+def test_retention_needs_a_known_check_endpoint_other_than_itself(tmp_path: Path) -> None:
+    raw = {"endpoints": {"spot": fs(tmp_path, "1d", "x"), "data": fs(tmp_path, "35d", "data")}}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw, tmp_path)
+    problems = caught.value.problems
+    assert any("endpoints.spot.retention.check_endpoint: no endpoint named 'x'" in p for p in problems)
+    assert any("endpoints.data.retention.check_endpoint: a copy on the same endpoint" in p for p in problems)
+
+
+def test_retention_in_days_is_parsed(tmp_path: Path) -> None:
+    raw = {"endpoints": {"spot": fs(tmp_path, "180d", "data"), "data": fs(tmp_path)}}
+    rule = parse_config(raw, tmp_path).endpoints["spot"].retention
+    assert rule is not None and rule.keep_for.days == 180
