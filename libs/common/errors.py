@@ -84,3 +84,23 @@ class NatsUnavailable(TransientError):
 
 class EmbeddedServerError(BeamflowError):
     """The embedded nats-server could not be started or did not become ready."""
+
+
+class DeadLetterNotFound(BeamflowError):
+    """An operator named a dead-letter sequence that the DEADLETTERS stream does not hold (any more)."""
+
+
+class DeadLetterUnreadable(BeamflowError):
+    """A message in the DEADLETTERS stream is not a dead letter this version of beamflow can read."""
+
+
+class ReplayImpossible(BeamflowError):
+    """A dead letter's original cannot be published again; nothing was published and the dead letter is kept."""
+
+
+class OriginalNotCaptured(ReplayImpossible):
+    """The dead letter was written without its original message (it was gone from its stream by then)."""
+
+
+class OriginalSubjectUnbound(ReplayImpossible):
+    """No stream stores the original subject any more, so a replay would reach nobody."""
