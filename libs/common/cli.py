@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from beamflow.common.cli_dlq import dlq_app
 from beamflow.common.cli_options import DEFAULT_CONFIG, ConfigOption, NatsOption, console, load_or_exit
 from beamflow.common.cli_retention import hold_app, prune
 from beamflow.common.cli_status import status
@@ -157,6 +158,7 @@ def demo(
 app.command()(status)
 app.command()(prune)
 app.add_typer(hold_app, name="hold")
+app.add_typer(dlq_app, name="dlq", help="Dead letters: list, show, replay after fixing the cause, purge.")
 
 
 def main() -> None:
