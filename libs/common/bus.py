@@ -71,11 +71,11 @@ async def connect(url: str, settings: NatsConfig, name: str) -> Client:
     )
 
 
-async def publish_event(js: JetStreamContext, event: Event, where: str, timeout: float = 5.0) -> None:
-    """Store ``event`` in its stream with its deterministic message id and the current trace context.
+def event_headers(event: Event) -> dict[str, str]:
+    """The headers every published event carries: its deterministic message id, schema version, type,
+    its own extra headers (a hold's schedule) and the current trace context.
 
-    Raises ``NatsUnavailable`` for every client error (no stream yet, timeout, connection lost): a publish
-    that timed out may still have been stored, which the message id makes harmless to retry.
+    ``publish_event`` uses it; so does anything that pipelines many events with ``js.publish_async``.
     """
     headers = {
         hdr.MSG_ID: event.msg_id(),
@@ -83,7 +83,16 @@ async def publish_event(js: JetStreamContext, event: Event, where: str, timeout:
         hdr.EVENT_TYPE: event.event_type,
         **event.extra_headers(),
     }
-    inject(headers)
+    return inject(headers)
+
+
+async def publish_event(js: JetStreamContext, event: Event, where: str, timeout: float = 5.0) -> None:
+    """Store ``event`` in its stream with its deterministic message id and the current trace context.
+
+    Raises ``NatsUnavailable`` for every client error (no stream yet, timeout, connection lost): a publish
+    that timed out may still have been stored, which the message id makes harmless to retry.
+    """
+    headers = event_headers(event)
     try:
         await js.publish(event.subject(), event.to_json(), timeout=timeout, stream=event.stream, headers=headers)
     except nats.errors.Error as exc:  # every client error, JetStream's included
