@@ -8,9 +8,9 @@ from beamflow.common import holds
 from beamflow.common.config import BeamflowConfig
 from beamflow.common.errors import PruneRefused
 from beamflow.common.events import RetentionHold, ScanPruned, utcnow
-from beamflow.common.ledger import Ledger
-from beamflow.common.prune import prune_controller_for
-from beamflow.common.safety import evaluate
+from beamflow.common.ledger import Ledger, ScanRecord
+from beamflow.common.prune import Deleted, prune_controller_for
+from beamflow.common.safety import Verdict, evaluate
 from beamflow.common.service import Context
 
 #: How early a hold may arrive (the scheduler's tick) and still be waited for rather than refused.
@@ -41,15 +41,12 @@ class Pruner:
             ctx.log.info("already pruned", extra={"endpoint": hold.endpoint})
             return
         loop = asyncio.get_running_loop()
-        verdict = await loop.run_in_executor(None, evaluate, self.config, hold, record, utcnow(), rescheduled)
-        if not verdict.safe:
+        verdict, deleted = await loop.run_in_executor(None, self._check_and_delete, hold, record, rescheduled)
+        if deleted is None:
             raise PruneRefused(
                 f"not pruning scan {hold.scan_id} from {hold.endpoint}: {verdict.reason()}. Nothing was deleted; "
                 f"fix the copy on {hold.check_endpoint} (or the cause named) and replay this dead letter"
             )
-        endpoint = self.config.endpoints[hold.endpoint]
-        controller = prune_controller_for(endpoint)
-        deleted = await loop.run_in_executor(None, controller.delete, hold.endpoint, endpoint, hold.files)
         await ctx.publish(
             ScanPruned(
                 scan_id=hold.scan_id,
@@ -68,3 +65,17 @@ class Pruner:
                 "already_gone": deleted.already_gone,
             },
         )
+
+    def _check_and_delete(
+        self, hold: RetentionHold, record: ScanRecord | None, rescheduled: RetentionHold | None
+    ) -> tuple[Verdict, Deleted | None]:
+        """The safety rule, then the deletion only if every part held: one trip off the event loop per hold.
+
+        Storage is read (the fresh checksum of the copy, the source's checks) and written (the unlinks) in
+        the same worker thread, right after each other, so the files deleted are the ones just checked.
+        """
+        verdict = evaluate(self.config, hold, record, utcnow(), rescheduled)
+        if not verdict.safe:
+            return verdict, None
+        endpoint = self.config.endpoints[hold.endpoint]
+        return verdict, prune_controller_for(endpoint).delete(hold.endpoint, endpoint, hold.files)
