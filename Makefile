@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell $(PYTHON) -c "import hashlib,sys;print(hashlib.sha1(open('pyproject.toml','rb').read()).hexdigest()[:12])")
 
-.PHONY: demo test install lint typecheck bench bench-pipeline bench-copy bench-memory bench-status clean help
+.PHONY: demo test install lint typecheck bench bench-pipeline bench-copy bench-memory bench-status bench-prune clean help
 
 help:
 	@echo "make demo   - create .venv, install beamflow, run the demo on the embedded NATS server"
@@ -33,7 +33,7 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -p no:cacheprovider
 
-bench: bench-copy bench-pipeline bench-memory bench-status
+bench: bench-copy bench-pipeline bench-memory bench-status bench-prune
 
 bench-pipeline: $(STAMP)
 	$(BIN)/python bench/pipeline.py
@@ -46,6 +46,9 @@ bench-memory: $(STAMP)
 
 bench-status: $(STAMP)
 	$(BIN)/python bench/status.py
+
+bench-prune: $(STAMP)
+	$(BIN)/python bench/prune.py
 
 clean:
 	rm -rf $(VENV) .beamflow build *.egg-info
