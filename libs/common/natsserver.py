@@ -18,6 +18,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import nats
@@ -64,7 +65,8 @@ class EmbeddedNats:
     """One nats-server process with JetStream, on loopback.
 
     Use as ``async with EmbeddedNats(data_dir) as server:`` or call ``start``/``stop``. ``restart`` keeps
-    the port and the data folder, which is what fault tests need.
+    the port and the data folder, which is what fault tests need. ``extra_args`` are passed to nats-server
+    after ours (``beamflow.common.natscluster`` uses them for the cluster settings).
     """
 
     def __init__(
@@ -74,12 +76,14 @@ class EmbeddedNats:
         host: str = "127.0.0.1",
         server_name: str = "beamflow",
         log_file: Path | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.data_dir = Path(data_dir)
         self.host = host
         self.port = port or free_port(host)
         self.server_name = server_name
         self.log_file = log_file or self.data_dir / "nats-server.log"
+        self.extra_args = tuple(extra_args)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -105,6 +109,7 @@ class EmbeddedNats:
             str(self.port),
             "--server_name",
             self.server_name,
+            *self.extra_args,
         ]
 
     def spawn(self) -> None:
@@ -129,7 +134,12 @@ class EmbeddedNats:
         await self.wait_ready(timeout)
         return self
 
-    async def wait_ready(self, timeout: float = 15.0) -> None:
+    async def wait_ready(self, timeout: float = 15.0, probe_timeout: float = 5.0) -> None:
+        """Wait until the port answers INFO and then JetStream answers ``$JS.API.INFO``.
+
+        In a cluster a probe sent before the meta leader is elected goes unanswered until it times out, so
+        the cluster asks with a short ``probe_timeout`` rather than losing whole seconds per node.
+        """
         deadline = time.monotonic() + timeout
         delay = 0.005
         while not await asyncio.to_thread(_answers_info, self.host, self.port):
@@ -144,7 +154,7 @@ class EmbeddedNats:
             try:
                 nc = await nats.connect(self.url, allow_reconnect=False, connect_timeout=2)
                 try:
-                    await nc.jetstream().account_info()
+                    await nc.jetstream(timeout=probe_timeout).account_info()
                     return
                 finally:
                     await nc.close()
