@@ -84,7 +84,8 @@ async def run_example(url: str, config: BeamflowConfig, steps: list[str], n: int
     source_root, data_root = config.filesystem_root("source"), config.filesystem_root("data")
     rel = f"ex{n}/scan.h5"
     (source_root / rel).parent.mkdir(parents=True, exist_ok=True)
-    (source_root / rel).write_bytes(os.urandom(4096))
+    original = os.urandom(4096)
+    (source_root / rel).write_bytes(original)
     scan_id = scan_id_for("bl832", "source", f"ex{n}/scan")
     rule = config.endpoints["source"].retention
     assert rule is not None
@@ -121,8 +122,9 @@ async def run_example(url: str, config: BeamflowConfig, steps: list[str], n: int
                     model.hold_placed, model.hold_due = True, False
                 model.copied = model.copy_intact = True
             elif step == "corrupt" and (data_root / rel).exists():
+                # Always differs from the original, so two corruptions never restore the copy.
                 data = bytearray((data_root / rel).read_bytes())
-                data[100] ^= 0xFF
+                data[100] = original[100] ^ 0xFF
                 (data_root / rel).write_bytes(bytes(data))
                 model.copy_intact = False
             elif step == "delete_copy" and (data_root / rel).exists():
