@@ -8,8 +8,10 @@ a symlink anywhere along the way that points out) is refused with ``PathOutsideR
 from __future__ import annotations
 
 import os
-from pathlib import Path, PurePosixPath
-from typing import Annotated, Literal
+import stat
+import time
+from pathlib import Path
+from typing import Annotated, Final, Literal
 from uuid import UUID
 
 from beamflow.common.durations import Duration
@@ -64,16 +66,38 @@ class GlobusEndpoint(_Endpoint):
 EndpointConfig = Annotated[FilesystemEndpoint | GlobusEndpoint, Field(discriminator="kind")]
 
 
-def check_relative(relpath: str) -> PurePosixPath:
-    """Refuse absolute paths and ``..`` components before touching the filesystem."""
+def check_relative(relpath: str) -> tuple[str, ...]:
+    """The components of ``relpath``, refusing absolute paths and ``..`` before touching the filesystem.
+
+    Empty and ``.`` components are dropped, as a POSIX path would; plain string work, as the pruner checks
+    every path of every hold.
+    """
     if not relpath or "\0" in relpath:
         raise PathOutsideRoot(f"empty or NUL-containing path {relpath!r} refused")
-    pure = PurePosixPath(relpath)
-    if pure.is_absolute():
+    if relpath.startswith("/"):
         raise PathOutsideRoot(f"absolute path {relpath!r} refused: event paths are relative to the endpoint root")
-    if ".." in pure.parts:
+    parts = tuple(part for part in relpath.split("/") if part and part != ".")
+    if ".." in parts:
         raise PathOutsideRoot(f"path {relpath!r} refused: '..' would leave the endpoint root")
-    return pure
+    return parts
+
+
+#: How long a resolved root is reused. Resolving a root walks every folder above it; the pruner resolves
+#: two roots per hold. A root re-pointed (a symlink retargeted) is seen again within this time.
+ROOT_CACHE_SECONDS: Final = 1.0
+_real_roots: dict[str, tuple[str, float]] = {}
+
+
+def real_root(root: Path) -> str:
+    """``root`` with every symlink resolved, reused for up to ``ROOT_CACHE_SECONDS``."""
+    key = os.fspath(root)
+    now = time.monotonic()
+    cached = _real_roots.get(key)
+    if cached is not None and now - cached[1] < ROOT_CACHE_SECONDS:
+        return cached[0]
+    resolved = os.path.realpath(key)
+    _real_roots[key] = (resolved, now)
+    return resolved
 
 
 def resolve_inside(root: Path, relpath: str, endpoint: str = "endpoint") -> Path:
@@ -82,12 +106,28 @@ def resolve_inside(root: Path, relpath: str, endpoint: str = "endpoint") -> Path
     The parent folder is resolved through symlinks; the last component is resolved too when it exists, so
     a file that is itself a symlink pointing outside is refused as well.
     """
-    pure = check_relative(relpath)
-    real_root = Path(os.path.realpath(root))
-    candidate = Path(os.path.realpath(real_root.joinpath(*pure.parts)))
-    if candidate != real_root and real_root not in candidate.parents:
+    parts = check_relative(relpath)
+    base = real_root(root)
+    # The root is free of symlinks, so only the components below it need looking at: one lstat each. The
+    # first symlink met hands over to realpath for the whole path; a missing component ends the walk, as
+    # nothing below it can be a symlink. Strings, not Path objects: this is the pruner's hot path.
+    walked = base
+    for i, part in enumerate(parts):
+        walked = os.path.join(walked, part)  # noqa: PTH118
+        try:
+            mode = os.lstat(walked).st_mode
+        except FileNotFoundError:
+            return Path(os.path.join(walked, *parts[i + 1 :]))  # noqa: PTH118
+        except OSError:
+            break
+        if stat.S_ISLNK(mode):
+            break
+    else:
+        return Path(walked)
+    candidate = os.path.realpath(os.path.join(base, *parts))  # noqa: PTH118
+    if candidate != base and not candidate.startswith(base.rstrip(os.sep) + os.sep):
         raise PathOutsideRoot(
-            f"path {relpath!r} on {endpoint} resolves to {candidate}, outside the root {real_root} "
+            f"path {relpath!r} on {endpoint} resolves to {candidate}, outside the root {base} "
             "(a symlink points out of the endpoint); refused"
         )
-    return candidate
+    return Path(candidate)

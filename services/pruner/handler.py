@@ -15,6 +15,10 @@ from beamflow.common.service import Context
 
 #: How early a hold may arrive (the scheduler's tick) and still be waited for rather than refused.
 SCHEDULER_SLACK_S = 2.0
+#: Holds on at most this many bytes are checked and deleted on the event loop: a trip to a worker thread
+#: (and the GIL hand-over that comes with it) costs more than reading and hashing them. Larger ones go
+#: to a thread so heartbeats and other holds keep moving. See docs/decisions/0017.
+INLINE_BYTES = 1024 * 1024
 
 
 class Pruner:
@@ -40,8 +44,10 @@ class Pruner:
         if record is not None and hold.endpoint in record.prunes:
             ctx.log.info("already pruned", extra={"endpoint": hold.endpoint})
             return
-        loop = asyncio.get_running_loop()
-        verdict, deleted = await loop.run_in_executor(None, self._check_and_delete, hold, record, rescheduled)
+        if sum(f.size for f in hold.files) <= INLINE_BYTES:
+            verdict, deleted = self._check_and_delete(hold, record, rescheduled)
+        else:
+            verdict, deleted = await asyncio.to_thread(self._check_and_delete, hold, record, rescheduled)
         if deleted is None:
             raise PruneRefused(
                 f"not pruning scan {hold.scan_id} from {hold.endpoint}: {verdict.reason()}. Nothing was deleted; "
@@ -69,10 +75,10 @@ class Pruner:
     def _check_and_delete(
         self, hold: RetentionHold, record: ScanRecord | None, rescheduled: RetentionHold | None
     ) -> tuple[Verdict, Deleted | None]:
-        """The safety rule, then the deletion only if every part held: one trip off the event loop per hold.
+        """The safety rule, then the deletion only if every part held, in one call.
 
         Storage is read (the fresh checksum of the copy, the source's checks) and written (the unlinks) in
-        the same worker thread, right after each other, so the files deleted are the ones just checked.
+        the same thread, right after each other, so the files deleted are the ones just checked.
         """
         verdict = evaluate(self.config, hold, record, utcnow(), rescheduled)
         if not verdict.safe:
