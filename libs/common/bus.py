@@ -17,8 +17,12 @@ and the ``LEDGER`` key-value bucket (one key per scan, see ``beamflow.common.led
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from functools import partial
+from typing import Final, TypeVar
 
 import nats
 import nats.errors
@@ -40,14 +44,29 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import BucketNotFoundError, NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def server_urls(url: str) -> list[str]:
+    """The servers named by ``url``: one URL, or several joined by commas (the nodes of a cluster).
+
+    nats-py takes a list for several servers; a comma-joined string would reach it as one malformed URL.
+    """
+    urls = [part.strip() for part in url.split(",") if part.strip()]
+    if not urls:
+        raise ValueError(f"no NATS server in {url!r}; give a URL such as nats://127.0.0.1:4222")
+    return urls
 
 
 async def connect(url: str, settings: NatsConfig, name: str) -> Client:
-    """Connect, retrying on reconnect forever by default, and logging every state change."""
+    """Connect, retrying on reconnect forever by default, and logging every state change.
+
+    ``url`` may name several servers, comma-joined; the client tries them in turn and fails over.
+    """
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats error", extra={"error": str(exc)})
@@ -59,7 +78,7 @@ async def connect(url: str, settings: NatsConfig, name: str) -> Client:
         log.info("reconnected to nats", extra={"url": url})
 
     return await nats.connect(
-        url,
+        server_urls(url),
         name=name,
         connect_timeout=settings.connect_timeout.total_seconds(),
         reconnect_time_wait=settings.reconnect_time_wait.total_seconds(),
@@ -146,17 +165,45 @@ def stream_configs(config: BeamflowConfig) -> list[StreamConfig]:
 
 async def ensure_streams(js: JetStreamContext, config: BeamflowConfig) -> None:
     for wanted in stream_configs(config):
-        assert wanted.name is not None
+        await _patiently(f"stream {wanted.name}", partial(_ensure_stream, js, wanted))
+    await _patiently(f"bucket {subjects.LEDGER_BUCKET}", lambda: ensure_ledger_bucket(js, config))
+
+
+async def _ensure_stream(js: JetStreamContext, wanted: StreamConfig) -> None:
+    assert wanted.name is not None
+    try:
+        info = await js.stream_info(wanted.name)
+    except NotFoundError:
+        await js.add_stream(wanted)
+        log.info("created stream", extra={"stream": wanted.name})
+        return
+    if _settings(info.config) != _settings(wanted):
+        await js.update_stream(wanted)
+        log.info("updated stream", extra={"stream": wanted.name})
+
+
+#: Waits between attempts to provision a stream or consumer whose replicas are still electing a leader.
+PROVISION_WAITS: Final = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+async def _patiently(what: str, provision: Callable[[], Awaitable[T]]) -> T:
+    """Run an idempotent provisioning step, again while the server answers "no leader yet".
+
+    Creating a replicated stream or consumer waits for its first election, which can outlast one API
+    request on a busy cluster; asking again with the same settings is safe (it finds what was made).
+    """
+    for wait in (*PROVISION_WAITS, None):
         try:
-            info = await js.stream_info(wanted.name)
-        except NotFoundError:
-            await js.add_stream(wanted)
-            log.info("created stream", extra={"stream": wanted.name})
-            continue
-        if _settings(info.config) != _settings(wanted):
-            await js.update_stream(wanted)
-            log.info("updated stream", extra={"stream": wanted.name})
-    await ensure_ledger_bucket(js, config)
+            return await provision()
+        except (nats.errors.TimeoutError, ServiceUnavailableError) as exc:
+            if wait is None:
+                raise NatsUnavailable(
+                    f"{what}: JetStream did not answer after {len(PROVISION_WAITS) + 1} attempts ({exc!r}); "
+                    "a replicated stream needs a majority of its nodes up: check that the cluster's nodes run"
+                ) from exc
+            log.warning("provisioning waits for JetStream", extra={"what": what, "retry_in_s": wait})
+            await asyncio.sleep(wait)
+    raise AssertionError("unreachable")
 
 
 def _settings(stream: StreamConfig) -> tuple[object, ...]:
@@ -199,6 +246,20 @@ async def ensure_consumer(
     max_deliver: int | None = None,
 ) -> None:
     """Create or update a durable pull consumer; replicas of one service share it."""
+    await _patiently(
+        f"consumer {durable} on {stream}",
+        lambda: _ensure_consumer(js, stream, durable, filter_subject, config, max_deliver),
+    )
+
+
+async def _ensure_consumer(
+    js: JetStreamContext,
+    stream: str,
+    durable: str,
+    filter_subject: str,
+    config: BeamflowConfig,
+    max_deliver: int | None,
+) -> None:
     d = config.delivery
     wanted = ConsumerConfig(
         durable_name=durable,

@@ -76,13 +76,14 @@ async def operator_bus(url: str, timeout: float = 5.0) -> AsyncIterator[JetStrea
     there, and how to point the command at the right one.
     """
     import nats
+    from beamflow.common.bus import server_urls
 
     async def quiet(exc: Exception) -> None:
         pass  # the one error that matters is raised below; nats-py would print each attempt's traceback
 
     try:
         nc = await nats.connect(
-            url,
+            server_urls(url),
             connect_timeout=timeout,
             max_reconnect_attempts=1,  # 0 would mean "retry the initial connect for a minute"
             reconnect_time_wait=0.1,

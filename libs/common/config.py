@@ -30,7 +30,9 @@ class _Section(BaseModel):
 
 
 class NatsConfig(_Section):
-    url: str | None = Field(default=None, description="An existing server; unset = start the embedded one.")
+    url: str | None = Field(
+        default=None, description="An existing server (several comma-joined for a cluster); unset = the embedded one."
+    )
     data_dir: Path = Field(default=Path(".beamflow/nats"), description="JetStream store of the embedded server.")
     port: int = Field(default=4222, ge=0, le=65535, description="Client port of the embedded server; 0 = any free.")
     replicas: int = Field(default=1, ge=1, le=5, description="Replicas of every stream and consumer we create.")

@@ -6,9 +6,11 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from beamflow.common import subjects
+from beamflow.common.bus import server_urls
 from beamflow.common.events import ScanFile, ScanNew
-from beamflow.common.natsserver import EmbeddedNats
+from beamflow.common.natsserver import EmbeddedNats, free_port
 from beamflow.common.observe import collecting
 from beamflow.common.service import Context, Handler, Service
 from beamflow.common.testing import running, test_config
@@ -113,3 +115,23 @@ async def test_a_handler_may_only_publish_what_it_declares(tmp_path: Path, nats_
         await events.wait_for(lambda c: len(c.failed) == 1)
     assert events.failed[0].error_type == "TypeError" and "declares" in events.failed[0].reason
     assert [e.scan_id for e in events.new] == ["bl832-0001"]
+
+
+async def test_a_comma_joined_url_fails_over_past_a_server_that_is_down(
+    tmp_path: Path, nats_server: EmbeddedNats
+) -> None:
+    config = test_config(tmp_path)
+    dead = f"nats://127.0.0.1:{free_port()}"  # nothing listens there
+    both = f"{dead}, {nats_server.url}"
+    async with running(Service("p"), config, both) as bus, collecting(both) as events:
+        await bus.publish(scan(7))
+        await events.wait_for(lambda c: len(c.new) == 1)
+        connected = bus.nc.connected_url
+    assert connected is not None and connected.port == nats_server.port
+    assert [e.scan_id for e in events.new] == ["bl832-0007"]
+
+
+def test_server_urls_refuses_an_empty_list() -> None:
+    assert server_urls("nats://a:1,nats://b:2") == ["nats://a:1", "nats://b:2"]
+    with pytest.raises(ValueError, match="no NATS server"):
+        server_urls(" , ")
