@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +40,18 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
+
+
+class ContextLogger(logging.LoggerAdapter[logging.Logger]):
+    """A logger that adds its context (a message's scan id, beamline, handler) to every record.
+
+    The standard adapter replaces a call's own ``extra`` with the context; this one merges them, the
+    call's fields winning, so ``ctx.log.info("pruned", extra={"freed_bytes": n})`` keeps both.
+    """
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
+        return msg, kwargs
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:

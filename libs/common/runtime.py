@@ -36,6 +36,7 @@ from beamflow.common.config import BeamflowConfig
 from beamflow.common.errors import NatsUnavailable, PermanentError
 from beamflow.common.events import Event, OriginalMessage, ScanFailed, parse_event
 from beamflow.common.health import HealthServer
+from beamflow.common.logs import ContextLogger
 from beamflow.common.service import Context, Handler, Service
 from beamflow.common.telemetry import extract, tracer
 from nats.aio.client import Client
@@ -167,11 +168,25 @@ class Runtime:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Start, run until ``stop()`` (or SIGTERM via the CLI), then shut down gracefully."""
-        await self.start()
+        """Start, run until ``stop()`` (or SIGTERM via the CLI), then shut down gracefully.
+
+        A stop that comes while the service is still starting (waiting for a server that is not there
+        yet, which it does forever) ends the start, so SIGTERM is never ignored.
+        """
+        starting = asyncio.create_task(self.start(), name="start")
+        stop = asyncio.create_task(self._stopping.wait(), name="stop-requested")
         try:
-            await self._stopping.wait()
+            await asyncio.wait({starting, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not starting.done():
+                log.info("stop requested while starting; giving up the start", extra={"nats": self.nats_url})
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await starting
+            else:
+                starting.result()  # a start that failed raises here
+                await stop
         finally:
+            stop.cancel()
             await self.shutdown()
 
     async def shutdown(self) -> None:
@@ -306,7 +321,7 @@ class Runtime:
                 event = parse_event(handler.event, msg.data)
                 span.set_attribute("beamflow.scan_id", event.scan_id or "")
                 span.set_attribute("beamflow.beamline", event.beamline)
-                adapter = logging.LoggerAdapter(
+                adapter = ContextLogger(
                     log,
                     {
                         "scan_id": event.scan_id,

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import psutil
+from beamflow.common.natsserver import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 BEAMFLOW = [sys.executable, "-m", "beamflow.common.cli"]
@@ -65,6 +66,24 @@ def test_run_refuses_an_unknown_service_and_a_missing_server() -> None:
     assert unknown.returncode == 2 and "mover" in unknown.stderr and "watcher" in unknown.stderr
     no_server = run("run", "mover", env={"BEAMFLOW_NATS_URL": ""})
     assert no_server.returncode == 2 and "--nats" in no_server.stderr
+
+
+def test_run_stops_on_sigterm_while_still_waiting_for_a_server() -> None:
+    # Nothing listens on that port: the service keeps trying to connect, and SIGTERM must still end it.
+    dead = f"nats://127.0.0.1:{free_port()}"
+    proc = subprocess.Popen([*BEAMFLOW, "run", "mover", "--nats", dead], cwd=REPO, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # the first failed attempt is logged: the process is inside its start
+            if "nats error" in line:
+                break
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        rest = proc.stderr.read()
+        assert "stop requested while starting" in rest, rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
 
 
 def test_demo_runs_end_to_end_and_reports_every_scan(tmp_path: Path) -> None:
