@@ -66,6 +66,10 @@ class VerificationFailed(TransientError):
     """The copy at the destination does not match the source's size or checksum; it was not kept."""
 
 
+class LedgerBehind(TransientError):
+    """The ledger has not yet recorded what a hold is about (its service lags or is down); retried."""
+
+
 class PruneRefused(PermanentError):
     """The safety rule did not hold; nothing was deleted. The message says which part failed and why."""
 

@@ -6,7 +6,7 @@ import asyncio
 
 from beamflow.common import holds
 from beamflow.common.config import BeamflowConfig
-from beamflow.common.errors import PruneRefused
+from beamflow.common.errors import LedgerBehind, PruneRefused
 from beamflow.common.events import RetentionHold, ScanPruned, utcnow
 from beamflow.common.ledger import Ledger, ScanRecord
 from beamflow.common.prune import Deleted, prune_controller_for
@@ -44,6 +44,15 @@ class Pruner:
         if record is not None and hold.endpoint in record.prunes:
             ctx.log.info("already pruned", extra={"endpoint": hold.endpoint})
             return
+        if record is None or hold.check_endpoint not in record.copies:
+            # The mover publishes the copy before it places the hold, so the ledger service has simply not
+            # folded it in yet: wait for it (with back-off) instead of refusing for good. Only when it never
+            # arrives does the message run out of deliveries and become a dead letter.
+            raise LedgerBehind(
+                f"the ledger has no verified copy of scan {hold.scan_id} on {hold.check_endpoint} yet; "
+                "nothing was deleted and the hold is retried. If this persists, check that the ledger service "
+                "runs (`beamflow status` shows the scan once it does)"
+            )
         if sum(f.size for f in hold.files) <= INLINE_BYTES:
             verdict, deleted = self._check_and_delete(hold, record, rescheduled)
         else:

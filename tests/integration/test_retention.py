@@ -16,7 +16,7 @@ from beamflow.common.checksums import file_checksum
 from beamflow.common.endpoints import RetentionRule
 from beamflow.common.events import utcnow
 from beamflow.common.natsserver import EmbeddedNats
-from beamflow.common.testing import harness, test_config, wait_for_record
+from beamflow.common.testing import harness, running, test_config, wait_for_record, wait_until
 from beamflow.ledger.service import build as build_ledger
 from beamflow.mover.service import build as build_mover
 from beamflow.pruner.service import build as build_pruner
@@ -116,4 +116,25 @@ async def test_a_source_already_gone_counts_as_pruned(tmp_path: Path, nats_serve
         src.unlink()
         await events.wait_for(lambda c: len(c.pruned) == 1, timeout=30)
     assert events.pruned[0].freed_bytes == 0
+    assert not events.failed
+
+
+async def test_a_hold_that_fires_before_the_ledger_knows_the_copy_waits_for_it(
+    tmp_path: Path, nats_server: EmbeddedNats
+) -> None:
+    # The ledger service is down when the hold fires: the pruner must neither delete nor refuse for good.
+    rule = RetentionRule(keep_for=timedelta(seconds=1), check_endpoint="data")
+    config = test_config(tmp_path, retention={"source": rule}, max_deliver=60, backoff=[timedelta(milliseconds=200)])
+    src = write(tmp_path / "source/scan_5.h5", os.urandom(10_000))
+    async with (
+        harness(config, nats_server.url, build_mover(config)) as (bus, events),
+        running(build_pruner(config), config, nats_server.url) as pruner,
+    ):
+        await bus.publish(announce(tmp_path / "source", "bl832", ["scan_5.h5"]))
+        await events.wait_for(lambda c: len(c.moved) == 1)
+        await wait_until(lambda: pruner.stats["retried"] >= 2, what="the pruner retrying the hold")
+        assert src.exists() and not events.pruned and not events.failed
+        async with running(build_ledger(config), config, nats_server.url):
+            await events.wait_for(lambda c: len(c.pruned) == 1, timeout=30)
+    assert not src.exists()
     assert not events.failed
