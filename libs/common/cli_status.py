@@ -76,7 +76,8 @@ async def _recent(url: str, limit: int, beamline: str | None, state: ScanState |
 
 def scan_table(records: list[ScanRecord]) -> Table:
     table = Table(title=f"{len(records)} most recently changed scan(s)", title_justify="left")
-    for column in ("scan", "beamline", "path", "detected", "copies", "hold until", "pruned", "failures", "state"):
+    columns = ("scan", "beamline", "path", "detected", "copies", "catalog", "hold until", "pruned", "failures", "state")
+    for column in columns:
         table.add_column(column, no_wrap=column in ("scan", "state"))
     for r in records:
         pending = [h.expires_at for h in r.holds.values() if h.state == "pending"]
@@ -86,6 +87,7 @@ def scan_table(records: list[ScanRecord]) -> Table:
             r.scan_path or "-",
             when(r.detected_at),
             " ".join(sorted(r.copies)) or "-",
+            " ".join(k.split(":", 1)[1] for k in sorted(r.external_ids) if k.startswith("catalog:")) or "-",
             when(min(pending)) if pending else "-",
             " ".join(sorted(r.prunes)) or "-",
             str(len(r.failures)) if r.failures else "-",
@@ -166,6 +168,12 @@ def scan_report(r: ScanRecord) -> Group:
         for key, value in sorted(r.external_ids.items()):
             ids.add_row(key, value)
         parts.append(ids)
+    if r.warnings:
+        warned = Table(title="warnings", title_justify="left")
+        warned.add_column("warning")
+        for warning in r.warnings:
+            warned.add_row(warning)
+        parts.append(warned)
 
     history = Table(title="history", title_justify="left")
     for column in ("at", "what", "detail"):

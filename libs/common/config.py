@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import yaml
 from beamflow.common import subjects
+from beamflow.common.catalog_config import BeamlineCatalog, CatalogConnection
 from beamflow.common.durations import Duration
 from beamflow.common.endpoints import EndpointConfig, FilesystemEndpoint
 from beamflow.common.errors import ConfigError
@@ -127,6 +128,7 @@ class BeamlineConfig(_Section):
     scan: ScanRule
     destinations: list[Destination] = Field(default_factory=list)
     export_control: ExportControl = Field(default_factory=ExportControl)
+    catalog: BeamlineCatalog | None = Field(default=None, description="Unset: this beamline is not catalogued.")
 
 
 class BeamflowConfig(_Section):
@@ -134,6 +136,7 @@ class BeamflowConfig(_Section):
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    catalog: CatalogConnection = Field(default_factory=CatalogConnection)
     state_dir: Path = Field(default=Path(".beamflow/state"), description="Local state: the watcher's spool.")
     endpoints: dict[str, EndpointConfig] = Field(default_factory=dict)
     beamlines: dict[str, BeamlineConfig] = Field(default_factory=dict)
@@ -142,6 +145,11 @@ class BeamflowConfig(_Section):
     def embedded_url_file(self) -> Path:
         """Where ``beamflow up`` writes its embedded server's URL, so operator commands find it (port 0)."""
         return self.state_dir / "nats.url"
+
+    @property
+    def local_catalog_dir(self) -> Path:
+        """The local SciCat's database, URL file and generated password, when ``catalog.url`` is unset."""
+        return self.state_dir / "scicat"
 
     def endpoint(self, name: str) -> EndpointConfig:
         return self.endpoints[name]
@@ -232,6 +240,27 @@ def cross_check(config: BeamflowConfig) -> list[str]:
             if dest.endpoint in reachable:
                 problems.append(f"{dwhere}.endpoint: {dest.endpoint!r} already holds the scan at this step")
             reachable.add(dest.endpoint)
+        if bl.catalog is not None:
+            problems += _check_catalog(config, f"{where}.catalog", bl, reachable)
+    return problems
+
+
+def _check_catalog(config: BeamflowConfig, where: str, bl: BeamlineConfig, reachable: set[str]) -> list[str]:
+    catalog = bl.catalog
+    assert catalog is not None
+    problems: list[str] = []
+    if catalog.destination not in {d.endpoint for d in bl.destinations}:
+        problems.append(f"{where}.destination: {catalog.destination!r} is not one of this beamline's destinations")
+    read_from = catalog.read_from or catalog.destination
+    if read_from not in config.endpoints:
+        problems.append(f"{where}.read_from: no endpoint named {read_from!r} is defined")
+    elif not isinstance(config.endpoints[read_from], FilesystemEndpoint):
+        problems.append(
+            f"{where}.read_from: the ingestor reads files from a filesystem endpoint; {read_from!r} is not one "
+            "(name the facility copy the scan was sent from)"
+        )
+    elif read_from not in reachable:
+        problems.append(f"{where}.read_from: {read_from!r} never holds this beamline's scans")
     return problems
 
 
@@ -280,4 +309,7 @@ def environment_problems(config: BeamflowConfig) -> list[str]:
                 ref = getattr(ep, field)
                 if not ref.is_set():
                     problems.append(f"endpoints.{name}.{field}: {ref.describe()} is not set")
+    catalogued = any(bl.catalog is not None for bl in config.beamlines.values())
+    if catalogued and config.catalog.url and not config.catalog.password.is_set():
+        problems.append(f"catalog.password: {config.catalog.password.describe()} is not set")
     return problems

@@ -117,6 +117,8 @@ class ScanMoved(Event):
     copied: bool = Field(description="False when the destination already held a verified copy.")
     detected_at: datetime | None = None
     external_id: str | None = Field(default=None, description="Transfer task id where the transport has one.")
+    scan_path: str | None = Field(default=None, description="The scan's key, as in its scan.new.")
+    export_controlled: bool = Field(default=False, description="Never sent out of the facility, never catalogued.")
 
     def msg_id(self) -> str:
         return f"{self.scan_id}:{self.stage}:{self.destination_endpoint}"
@@ -193,6 +195,8 @@ class ScanIngested(Event):
     catalog: str
     pid: str
     dataset_kind: Literal["raw", "derived"]
+    action: Literal["created", "updated"] = "created"
+    warnings: list[str] = Field(default_factory=list, description="Metadata that could not be read, and why.")
 
     def msg_id(self) -> str:
         return f"{self.scan_id}:{self.stage}:{self.dataset_kind}"

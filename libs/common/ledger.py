@@ -104,6 +104,7 @@ class ScanRecord(_Record):
     prunes: dict[str, PruneRecord] = Field(default_factory=dict)
     failures: list[FailureRecord] = Field(default_factory=list)
     external_ids: dict[str, str] = Field(default_factory=dict)
+    warnings: list[str] = Field(default_factory=list, description="Things a service could not do fully, and why.")
     history: list[HistoryEntry] = Field(default_factory=list)
     applied: list[str] = Field(default_factory=list, description="Keys of the events folded in (idempotence).")
     updated_at: datetime = Field(default_factory=utcnow)
@@ -241,7 +242,9 @@ def _apply(record: ScanRecord, event: Event, subject: str) -> HistoryEntry:
         return HistoryEntry(at=at, what=f"analyzed {event.compute_site}", detail=f"exit {event.exit_status}")
     if isinstance(event, ScanIngested):
         record.external_ids[f"catalog:{event.dataset_kind}"] = event.pid
-        return HistoryEntry(at=at, what=f"catalogued ({event.dataset_kind})", detail=event.pid)
+        record.warnings += [f"catalog: {w}" for w in event.warnings if f"catalog: {w}" not in record.warnings]
+        detail = event.pid + (f" ({len(event.warnings)} warning(s))" if event.warnings else "")
+        return HistoryEntry(at=at, what=f"catalogued ({event.dataset_kind}, {event.action})", detail=detail)
     return HistoryEntry(at=at, what=event.event_type)
 
 

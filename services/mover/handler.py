@@ -78,6 +78,8 @@ class Mover:
                     copied=result.copied,
                     detected_at=event.detected_at,
                     external_id=result.external_id,
+                    scan_path=event.scan_path,
+                    export_controlled=export_controlled,
                 )
             )
             ctx.log.info(

@@ -462,3 +462,50 @@ def test_retention_in_days_is_parsed(tmp_path: Path) -> None:
     raw = {"endpoints": {"spot": fs(tmp_path, "180d", "data"), "data": fs(tmp_path)}}
     rule = parse_config(raw, tmp_path).endpoints["spot"].retention
     assert rule is not None and rule.keep_for.days == 180
+
+
+CATALOG = {
+    "destination": "a",
+    "technique": "tomography-832",
+    "creation_location": "/ALS/8.3.2",
+    "defaults": {"owner_group": "staff", "contact_email": "bl@example.org", "principal_investigator": "Staff"},
+}
+
+
+def test_catalogued_beamlines_in_the_shipped_configs(no_beamflow_env: None) -> None:
+    bl733 = load_config(CONFIG_DIR / "bl733.yaml")
+    catalog = bl733.beamlines["bl733"].catalog
+    assert catalog is not None and (catalog.destination, catalog.read_from) == ("nersc733", "data733")
+    assert bl733.catalog.password.env == "BEAMFLOW_SCICAT_PASSWORD" and bl733.catalog.url
+    bl832 = load_config(CONFIG_DIR / "bl832.yaml").beamlines["bl832"].catalog
+    assert bl832 is not None and bl832.destination == "data832" and bl832.technique == "tomography-832"
+    demo = load_config(CONFIG_DIR / "demo.yaml")
+    assert demo.catalog.url is None, "the demo uses the local SciCat"
+    assert {bl.catalog.technique for bl in demo.beamlines.values() if bl.catalog} == {
+        "saxs-waxs-733",
+        "tomography-832",
+    }
+
+
+def test_catalog_must_name_a_destination_and_a_readable_filesystem_copy() -> None:
+    raw = _base()
+    raw["beamlines"]["bl"]["catalog"] = {**CATALOG, "destination": "remote"}
+    assert any("catalog.destination" in p and "not one of this beamline's destinations" in p for p in _problems(raw))
+    raw["beamlines"]["bl"]["destinations"].append({"endpoint": "remote", "source": "a"})
+    assert any("catalog.read_from" in p and "filesystem" in p for p in _problems(raw))
+    raw["beamlines"]["bl"]["catalog"]["read_from"] = "a"
+    config = parse_config(raw, Path("/"))
+    assert config.beamlines["bl"].catalog is not None
+
+
+def test_catalog_password_is_reported_when_a_remote_scicat_is_configured(tmp_path: Path, no_beamflow_env: None) -> None:
+    raw = _base()
+    for endpoint in raw["endpoints"].values():
+        if endpoint["kind"] == "filesystem":
+            endpoint["root"] = str(tmp_path)
+    raw["beamlines"]["bl"]["catalog"] = CATALOG
+    raw["catalog"] = {"url": "https://scicat.example.org/api/v3", "password": {"env": "TEST_SCICAT_PW"}}
+    config = parse_config(raw, Path("/"))
+    assert any(p.startswith("catalog.password: $TEST_SCICAT_PW") for p in environment_problems(config))
+    raw.pop("catalog")
+    assert not any("catalog" in p for p in environment_problems(parse_config(raw, Path("/"))))
