@@ -27,8 +27,10 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check libs services tests bench
 	$(BIN)/ruff format --check libs services tests bench
-	@mkdir -p .beamflow/typecheck/beamflow && ln -sfn ../../../libs/common .beamflow/typecheck/beamflow/common
-	MYPYPATH=.beamflow/typecheck $(BIN)/mypy -p beamflow.common
+	@mkdir -p .beamflow/typecheck/beamflow && ln -sfn ../../../libs/common .beamflow/typecheck/beamflow/common \
+	  && ln -sfn ../../../libs/scicat_local .beamflow/typecheck/beamflow/scicat_local \
+	  && ln -sfn ../../../services/ingestor .beamflow/typecheck/beamflow/ingestor
+	MYPYPATH=.beamflow/typecheck $(BIN)/mypy -p beamflow.common -p beamflow.scicat_local
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -p no:cacheprovider

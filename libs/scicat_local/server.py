@@ -1,0 +1,163 @@
+"""The local SciCat's HTTP server, on the standard library (``http.server.ThreadingHTTPServer``).
+
+One thread per connection, HTTP/1.1 with keep-alive, JSON in and out. Stopping closes the listening socket
+*and* every open connection, so a stopped server refuses connections at once (a kept-alive client is not
+served by a lingering handler thread); the catalog is in SQLite, so a new server on the same file and port
+serves the same data. Request logs go to ``logging`` at debug level: stdout and stderr stay quiet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+import threading
+from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from beamflow.scicat_local import errors
+from beamflow.scicat_local.api import DEFAULT_PID_PREFIX, DEFAULT_TOKEN_TTL, Request, Response, SciCatApi
+from beamflow.scicat_local.auth import User
+from beamflow.scicat_local.store import CatalogStore
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 16 * 1024 * 1024  # the backend's JSON body limit
+# The line the command prints to stderr once it listens, followed by the base URL; start_process waits for it.
+LISTENING_MESSAGE = "local SciCat listening on "
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: SciCatHTTPServer
+    # A slow or silent client must not hold a thread forever.
+    timeout = 60
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def do_PATCH(self) -> None:
+        self._serve()
+
+    def do_PUT(self) -> None:
+        self._serve()
+
+    def do_DELETE(self) -> None:
+        self._serve()
+
+    def _serve(self) -> None:
+        try:
+            body = self._read_body()
+        except errors.HttpError as exc:
+            self._send(Response(exc.status, exc.body), close=True)
+            return
+        parts = urlsplit(self.path)
+        request = Request(
+            method=self.command,
+            path=parts.path,
+            query=parse_qs(parts.query, keep_blank_values=True),
+            headers=dict(self.headers.items()),
+            body=body,
+        )
+        try:
+            response = self.server.api.handle(request)
+        except Exception:
+            log.exception("local SciCat failed on %s %s", self.command, parts.path)
+            response = Response(500, {"statusCode": 500, "message": "Internal server error"})
+        self._send(response)
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            raise errors.bad_request("chunked request bodies are not supported; send Content-Length")
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            raise errors.payload_too_large()
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _send(self, response: Response, *, close: bool = False) -> None:
+        payload = b"" if response.body is None else json.dumps(response.body).encode()
+        self.send_response(response.status)
+        if payload:
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(payload)))
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class SciCatHTTPServer(ThreadingHTTPServer):
+    """A ThreadingHTTPServer that knows its open connections, to close them all when it stops."""
+
+    daemon_threads = True
+    # Handler threads are not joined on close: close_all() has already cut their sockets.
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], api: SciCatApi) -> None:
+        self.api = api
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_all(self) -> None:
+        """Stop serving: close the listening socket and cut every open connection."""
+        self.server_close()
+        with self._connections_lock:
+            connections = list(self._connections)
+            self._connections.clear()
+        for conn in connections:
+            with contextlib.suppress(OSError):  # already closed by its peer
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+
+
+def make_server(
+    db_path: Path,
+    users: Mapping[str, User],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    pid_prefix: str = DEFAULT_PID_PREFIX,
+    token_ttl: float = DEFAULT_TOKEN_TTL,
+) -> SciCatHTTPServer:
+    """A bound, listening (not yet serving) local SciCat; call ``serve_forever`` to answer requests."""
+    store = CatalogStore(db_path)
+    api = SciCatApi(store, users, pid_prefix=pid_prefix, token_ttl=token_ttl)
+    try:
+        return SciCatHTTPServer((host, port), api)
+    except OSError:
+        store.close()
+        raise
+
+
+def base_url(server: SciCatHTTPServer) -> str:
+    """The ``/api/v3`` URL pyscicat takes as ``base_url``."""
+    host = server.server_address[0]
+    host = str(host)
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{server.port}/api/v3"
