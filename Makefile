@@ -30,7 +30,7 @@ lint: $(STAMP)
 	@mkdir -p .beamflow/typecheck/beamflow && ln -sfn ../../../libs/common .beamflow/typecheck/beamflow/common \
 	  && ln -sfn ../../../libs/scicat_local .beamflow/typecheck/beamflow/scicat_local \
 	  && ln -sfn ../../../services/ingestor .beamflow/typecheck/beamflow/ingestor
-	MYPYPATH=.beamflow/typecheck $(BIN)/mypy -p beamflow.common -p beamflow.scicat_local
+	MYPYPATH=.beamflow/typecheck $(BIN)/mypy -p beamflow.common -p beamflow.scicat_local -p beamflow.ingestor
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -p no:cacheprovider

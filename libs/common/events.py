@@ -199,7 +199,8 @@ class ScanIngested(Event):
     warnings: list[str] = Field(default_factory=list, description="Metadata that could not be read, and why.")
 
     def msg_id(self) -> str:
-        return f"{self.scan_id}:{self.stage}:{self.dataset_kind}"
+        # A replay that updates the dataset is news (and is not dropped as a repeat of the creation).
+        return f"{self.scan_id}:{self.stage}:{self.dataset_kind}:{self.action}"
 
 
 class ScanPruned(Event):

@@ -20,6 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from beamflow.common.catalog_config import BeamlineCatalog, CatalogConnection
 from beamflow.common.config import (
     BeamflowConfig,
     BeamlineConfig,
@@ -80,12 +81,15 @@ def test_config(
     destinations: tuple[str, ...] = ("data",),
     mode: str = "inotify",
     retention: dict[str, RetentionRule] | None = None,
+    catalog: BeamlineCatalog | None = None,
+    catalog_connection: CatalogConnection | None = None,
     **delivery: Any,
 ) -> BeamflowConfig:
     """One beamline watching ``base/source`` with filesystem destinations ``base/<name>`` in order.
 
     ``retention`` gives endpoints (by name) a retention rule, e.g. ``{"source": RetentionRule(keep_for=
     timedelta(seconds=1), check_endpoint="data")}`` for a source pruned a second after its copy is verified.
+    ``catalog`` makes the beamline catalogued, in the SciCat ``catalog_connection`` names.
     """
     rules = retention or {}
     endpoints: dict[str, Any] = {"source": FilesystemEndpoint(root=base / "source", retention=rules.get("source"))}
@@ -116,8 +120,10 @@ def test_config(
                 ),
                 scan=ScanRule(suffixes=list(suffixes)),
                 destinations=[Destination(endpoint=name) for name in destinations],
+                catalog=catalog,
             )
         },
+        catalog=catalog_connection or CatalogConnection(),
     )
 
 
