@@ -31,6 +31,17 @@ class Expectation:
     beamline: str
     scan_path: str
     destinations: set[str]
+    catalogued: bool = False
+
+
+def expected_in_catalog(config: BeamflowConfig, beamline: str, scan_path: str, destinations: set[str]) -> bool:
+    """A scan becomes a dataset when its beamline is catalogued, the catalogued copy is made, and it is not
+    export-controlled (such a scan may reach a catalogued copy inside the facility, but is never listed)."""
+    settings = config.beamlines[beamline]
+    catalog = settings.catalog
+    return (
+        catalog is not None and catalog.destination in destinations and not settings.export_control.matches(scan_path)
+    )
 
 
 def expected_destinations(config: BeamflowConfig, beamline: str, scan_path: str) -> set[str]:
@@ -54,20 +65,23 @@ def _table(
     written: dict[str, int],
     collector: EventCollector,
     expected: dict[str, int],
+    datasets: dict[str, int],
     started: float,
 ) -> Table:
     table = Table(title="beamflow demo", caption=f"{time.monotonic() - started:5.1f} s")
-    for column in ("beamline", "scans written", "detected", "copies verified", "failed"):
+    for column in ("beamline", "scans written", "detected", "copies verified", "catalogued", "failed"):
         table.add_column(column, justify="right" if column != "beamline" else "left")
     for beamline in config.beamlines:
         new = sum(1 for e in collector.new if e.beamline == beamline)
         moved = sum(1 for e in collector.moved if e.beamline == beamline)
         failed = sum(1 for e in collector.failed if e.beamline == beamline)
+        catalogued = len({e.scan_id for e in collector.ingested if e.beamline == beamline})
         table.add_row(
             beamline,
             str(written.get(beamline, 0)),
             str(new),
             f"{moved} / {expected.get(beamline, 0)}",
+            f"{catalogued} / {datasets.get(beamline, 0)}",
             f"[red]{failed}[/red]" if failed else "0",
         )
     return table
@@ -84,7 +98,9 @@ async def run_demo(config_path: Path, scans: int, workdir: Path | None, timeout:
         config.filesystem_root(endpoint).mkdir(parents=True, exist_ok=True)
 
     console.print(f"demo folder: {run_dir}")
-    stack = Stack(config, config_path, list(discover()))
+    services = list(discover())
+    cataloguing = "ingestor" in services
+    stack = Stack(config, config_path, services)
     await stack.start()
     collector: EventCollector | None = None
     try:
@@ -107,27 +123,30 @@ async def run_demo(config_path: Path, scans: int, workdir: Path | None, timeout:
 
         for scan in await asyncio.to_thread(simulate):
             written[scan.beamline] = written.get(scan.beamline, 0) + 1
-            expectations.append(
-                Expectation(
-                    scan.beamline,
-                    scan.scan_path,
-                    expected_destinations(config, scan.beamline, scan.scan_path),
-                )
-            )
+            destinations = expected_destinations(config, scan.beamline, scan.scan_path)
+            catalogued = cataloguing and expected_in_catalog(config, scan.beamline, scan.scan_path, destinations)
+            expectations.append(Expectation(scan.beamline, scan.scan_path, destinations, catalogued))
         expected: dict[str, int] = {}
+        datasets: dict[str, int] = {}
         for exp in expectations:
             expected[exp.beamline] = expected.get(exp.beamline, 0) + len(exp.destinations)
-        total = sum(expected.values())
+            datasets[exp.beamline] = datasets.get(exp.beamline, 0) + exp.catalogued
+        total, total_datasets = sum(expected.values()), sum(datasets.values())
 
         def arrived(c: EventCollector) -> bool:
-            return len({(e.scan_id, e.destination_endpoint) for e in c.moved}) >= total
+            copies = len({(e.scan_id, e.destination_endpoint) for e in c.moved})
+            listed = len({e.scan_id for e in c.ingested if e.dataset_kind == "raw"})
+            return copies >= total and listed >= total_datasets
 
-        with Live(_table(config, written, collector, expected, started), console=console, refresh_per_second=8) as live:
+        def table() -> Table:
+            return _table(config, written, collector, expected, datasets, started)
+
+        with Live(table(), console=console, refresh_per_second=8) as live:
             deadline = time.monotonic() + timeout
             while not arrived(collector) and time.monotonic() < deadline:
-                live.update(_table(config, written, collector, expected, started))
+                live.update(table())
                 await asyncio.sleep(0.125)  # screen refresh, not synchronisation
-            live.update(_table(config, written, collector, expected, started))
+            live.update(table())
         elapsed = time.monotonic() - started
         return _summary(console, config, collector, expectations, elapsed, run_dir)
     finally:
@@ -146,6 +165,7 @@ def _summary(
 ) -> bool:
     by_path = {(e.beamline, e.scan_path): e for e in collector.new}
     arrived = {(e.scan_id, e.destination_endpoint) for e in collector.moved}
+    listed = {e.scan_id: e for e in collector.ingested if e.dataset_kind == "raw"}
     missing: list[str] = []
     for exp in expectations:
         new = by_path.get((exp.beamline, exp.scan_path))
@@ -155,11 +175,20 @@ def _summary(
         for dest in sorted(exp.destinations):
             if (new.scan_id, dest) not in arrived:
                 missing.append(f"{exp.beamline} {exp.scan_path}: no verified copy at {dest}")
+        if exp.catalogued and new.scan_id not in listed:
+            missing.append(f"{exp.beamline} {exp.scan_path}: no dataset in the catalog")
+        if not exp.catalogued and new.scan_id in listed:
+            missing.append(f"{exp.beamline} {exp.scan_path}: catalogued although it must not be")
     moved_bytes = sum(e.bytes for e in collector.moved)
     console.print()
     console.print(f"scans written   {len(expectations)}")
     console.print(f"scans detected  {len(by_path)}")
     console.print(f"copies verified {len(arrived)} of {sum(len(e.destinations) for e in expectations)} expected")
+    wanted = sum(e.catalogued for e in expectations)
+    console.print(f"datasets        {len(listed)} of {wanted} expected in the catalog")
+    catalogs = sorted({e.catalog for e in listed.values()})
+    if catalogs:
+        console.print(f"catalog         {', '.join(catalogs)} (pids: `beamflow status SCAN`)")
     console.print(f"failed          {len(collector.failed)}")
     console.print(
         f"throughput      {len(by_path) / elapsed:.1f} scans/s, {moved_bytes / elapsed / 1e6:.1f} MB/s "

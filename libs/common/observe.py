@@ -16,7 +16,15 @@ from typing import Any
 import nats
 from beamflow.common import subjects
 from beamflow.common.bus import server_urls
-from beamflow.common.events import EVENT_TYPES, Event, ScanFailed, ScanMoved, ScanNew, ScanPruned
+from beamflow.common.events import (
+    EVENT_TYPES,
+    Event,
+    ScanFailed,
+    ScanIngested,
+    ScanMoved,
+    ScanNew,
+    ScanPruned,
+)
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
@@ -88,6 +96,10 @@ class EventCollector:
     @property
     def moved(self) -> list[ScanMoved]:
         return self.of(ScanMoved)
+
+    @property
+    def ingested(self) -> list[ScanIngested]:
+        return self.of(ScanIngested)
 
     @property
     def pruned(self) -> list[ScanPruned]:

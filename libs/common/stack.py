@@ -1,6 +1,7 @@
 """A whole beamflow on one machine: the embedded NATS server plus one process per service.
 
-``beamflow up`` and ``beamflow demo`` both use this. Each service runs as its own ``beamflow run``
+``beamflow up`` and ``beamflow demo`` both use this (with the local SciCat when the ingestor runs and no
+catalog.url is set). Each service runs as its own ``beamflow run``
 process, exactly as in production, so a crash in one does not take the others down; a service that exits
 unexpectedly is restarted with back-off. Logs go to ``<state>/logs/<service>.log``.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -18,7 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from beamflow.common.config import BeamflowConfig
+from beamflow.common.local_catalog import local_catalog
 from beamflow.common.natsserver import EmbeddedNats, free_port
+
+#: The local SciCat's name among the stack's processes (and its log file's).
+LOCAL_CATALOG = "scicat"
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +34,9 @@ class ServiceProcess:
     name: str
     health_port: int
     log_path: Path
+    command: list[str] | None = None
+    """Default: ``beamflow run <name>``; the local SciCat brings its own."""
+    ready_path: str = "/readyz"
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
     started_at: float = field(default_factory=time.monotonic)
@@ -68,14 +77,45 @@ class Stack:
             self.server = EmbeddedNats(Path(self.config.nats.data_dir), port=self.config.nats.port)
             await self.server.start()
             self.config.embedded_url_file.write_text(self.server.url)
+        if "ingestor" in self.services and not self.config.catalog.url:
+            await self._start(self._local_catalog_process())
         for name in self.services:
-            proc = ServiceProcess(name, free_port(), self.log_dir / f"{name}.log")
-            self.processes[name] = proc
-            await self._spawn(proc)
-            self._supervisors.append(asyncio.create_task(self._supervise(proc)))
+            await self._start(ServiceProcess(name, free_port(), self.log_dir / f"{name}.log"))
+
+    async def _start(self, proc: ServiceProcess) -> None:
+        self.processes[proc.name] = proc
+        await self._spawn(proc)
+        self._supervisors.append(asyncio.create_task(self._supervise(proc)))
+
+    def _local_catalog_process(self) -> ServiceProcess:
+        """The local SciCat, for an ingestor with no ``catalog.url``: its data, users and URL in the state folder."""
+        files = local_catalog(self.config)
+        password = files.ensure_password()
+        users = {self.config.catalog.username: password}
+        fd = os.open(files.users_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(users, handle)
+        port = free_port()
+        files.url_file.write_text(f"http://127.0.0.1:{port}/api/v3")
+        command = [
+            sys.executable,
+            "-m",
+            "beamflow.scicat_local",
+            "--db",
+            str(files.database),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--users",
+            str(files.users_file),
+        ]
+        return ServiceProcess(
+            LOCAL_CATALOG, port, self.log_dir / f"{LOCAL_CATALOG}.log", command=command, ready_path="/api/v3/health"
+        )
 
     async def _spawn(self, proc: ServiceProcess) -> None:
-        command = [
+        command = proc.command or [
             sys.executable,
             "-m",
             "beamflow.common.cli",
@@ -118,7 +158,7 @@ class Stack:
         pending = set(self.processes)
         while pending:
             for name in list(pending):
-                if await _ready(self.processes[name].health_port):
+                if await _ready(self.processes[name].health_port, self.processes[name].ready_path):
                     pending.discard(name)
                 elif not self.processes[name].alive and self.processes[name].restarts > 3:
                     raise RuntimeError(f"service {name} keeps exiting; see {self.processes[name].log_path}")
@@ -129,32 +169,40 @@ class Stack:
 
     async def stop(self) -> None:
         self._stopping = True
-        for proc in self.processes.values():
+        # Services first (the ingestor may still be writing to the local SciCat), then what they use.
+        services = [p for p in self.processes.values() if p.name != LOCAL_CATALOG]
+        await self._terminate(services)
+        await self._terminate([p for p in self.processes.values() if p.name == LOCAL_CATALOG])
+        for task in self._supervisors:
+            task.cancel()
+        await asyncio.gather(*self._supervisors, return_exceptions=True)
+        if LOCAL_CATALOG in self.processes:
+            local_catalog(self.config).url_file.unlink(missing_ok=True)
+        if self.server is not None:
+            self.server.stop()
+            self.config.embedded_url_file.unlink(missing_ok=True)
+
+    async def _terminate(self, processes: list[ServiceProcess]) -> None:
+        for proc in processes:
             if proc.alive and proc.process is not None:
                 with contextlib.suppress(ProcessLookupError):
                     proc.process.send_signal(signal.SIGTERM)
-        for proc in self.processes.values():
+        for proc in processes:
             if proc.process is not None:
                 try:
                     await asyncio.wait_for(proc.process.wait(), self.config.delivery.drain_timeout.total_seconds() + 5)
                 except TimeoutError:
                     proc.process.kill()
                     await proc.process.wait()
-        for task in self._supervisors:
-            task.cancel()
-        await asyncio.gather(*self._supervisors, return_exceptions=True)
-        if self.server is not None:
-            self.server.stop()
-            self.config.embedded_url_file.unlink(missing_ok=True)
 
 
-async def _ready(port: int) -> bool:
+async def _ready(port: int, path: str = "/readyz") -> bool:
     try:
         reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 1)
     except (OSError, TimeoutError):
         return False
     try:
-        writer.write(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
         await writer.drain()
         status = await asyncio.wait_for(reader.readline(), 2)
         return b" 200 " in status
