@@ -220,3 +220,124 @@ async def test_export_controlled_scans_are_not_catalogued(
     assert isinstance(moved[restricted.scan_id], ScanMoved) and moved[restricted.scan_id].export_controlled
     assert not datasets_of(scicat, restricted.scan_id)
     assert [e.scan_id for e in events.ingested] != [restricted.scan_id]
+
+
+async def test_missing_owner_fields_give_a_dataset_from_the_defaults_and_warnings_in_the_ledger(
+    tmp_path: Path, nats_server: EmbeddedNats, scicat: LocalSciCat
+) -> None:
+    config = catalog_config(tmp_path, scicat, "tomography-832", (".h5",))
+    write_832_scan(tmp_path / "source/anon/tomo.h5", pi=None, proposal=None, email=None)
+    services = (build_mover(config), build_ledger(config), build_ingestor(config))
+    async with harness(config, nats_server.url, *services) as (bus, events):
+        scan = announce(tmp_path / "source", "bl832", ["anon/tomo.h5"])
+        await bus.publish(scan)
+        await events.wait_for(lambda c: len(c.ingested) == 1, timeout=30)
+        record = await wait_for_record(bus.js, scan.scan_id, lambda r: "catalog:raw" in r.external_ids)
+    assert not events.failed
+    [dataset] = datasets_of(scicat, scan.scan_id)
+    defaults = config.beamlines["bl832"].catalog.defaults  # type: ignore[union-attr]
+    assert (dataset["ownerGroup"], dataset["contactEmail"]) == (defaults.owner_group, defaults.contact_email)
+    assert dataset["principalInvestigator"] == defaults.principal_investigator
+    joined = " | ".join(record.warnings)
+    assert "principal investigator" in joined and "e-mail" in joined, record.warnings
+    assert events.ingested[0].warnings
+
+
+async def test_an_alignment_shot_is_not_catalogued(
+    tmp_path: Path, nats_server: EmbeddedNats, scicat: LocalSciCat
+) -> None:
+    config = catalog_config(tmp_path, scicat, "saxs-waxs-733", (".txt", ".edf"))
+    rng = np.random.default_rng(4)
+    write_scan_733(tmp_path / "source", "align/autoexpose_0001", rng)
+    write_scan_733(tmp_path / "source", "align/sample_0001", rng)
+    ingestor = build_ingestor(config)
+    async with (
+        harness(config, nats_server.url, build_mover(config), build_ledger(config)) as (bus, events),
+        running(ingestor, config, nats_server.url) as ingesting,
+    ):
+        shot = announce(tmp_path / "source", "bl733", ["align/autoexpose_0001.txt", "align/autoexpose_0001.edf"])
+        sample = announce(tmp_path / "source", "bl733", ["align/sample_0001.txt", "align/sample_0001.edf"])
+        for scan in (shot, sample):
+            await bus.publish(scan.model_copy(update={"beamline": "bl832"}))
+        await events.wait_for(lambda c: len(c.ingested) == 1, timeout=30)
+        await wait_until(lambda: ingesting.stats["handled"] >= 2, what="the ingestor handling both scans")
+    assert [e.scan_id for e in events.ingested] == [sample.scan_id]
+    assert not datasets_of(scicat, shot.scan_id) and not events.failed
+
+
+async def test_an_archive_and_an_analysis_are_added_to_the_scans_dataset(
+    tmp_path: Path, nats_server: EmbeddedNats, scicat: LocalSciCat
+) -> None:
+    from beamflow.common.events import FileCopy, ScanAnalyzed, ScanArchived
+
+    config = catalog_config(tmp_path, scicat, "tomography-832", (".h5",), max_deliver=50)
+    write_scan_832(tmp_path / "source", "run/tomo", np.random.default_rng(8))
+    services = (build_mover(config), build_ledger(config), build_ingestor(config))
+    async with harness(config, nats_server.url, *services) as (bus, events):
+        scan = announce(tmp_path / "source", "bl832", ["run/tomo.h5"])
+        output = tmp_path / "data/run/tomo_preview.h5"
+        output.parent.mkdir(parents=True)
+        output.write_bytes(os.urandom(2048))
+        digest, size = file_checksum(output)
+        analyzed = ScanAnalyzed(
+            scan_id=scan.scan_id,
+            beamline="bl832",
+            compute_site="local",
+            job_id="4242",
+            exit_status=0,
+            runtime_seconds=12.5,
+            output_endpoint="data",
+            outputs=[FileCopy(path="run/tomo_preview.h5", size=size, checksum=digest, algorithm="xxh3-128")],
+        )
+        # The analysis result arrives before the scan is catalogued: it waits (retries) for the raw dataset.
+        await bus.publish(analyzed)
+        await bus.publish(scan)
+        await events.wait_for(lambda c: {e.dataset_kind for e in c.ingested} == {"raw", "derived"}, timeout=30)
+        archived = ScanArchived(
+            scan_id=scan.scan_id,
+            beamline="bl832",
+            archive_endpoint="tape",
+            source_endpoint="data",
+            bundle="ALS-11000_2026-2.tar",
+            members=["run/tomo.h5"],
+        )
+        await bus.publish(archived)
+        raw_pid = next(e.pid for e in events.ingested if e.dataset_kind == "raw")
+        sc = client(scicat)
+        await wait_until(
+            lambda: "archive" in (sc.datasets_get_one(raw_pid) or {}).get("scientificMetadata", {}),
+            what="the archive noted on the raw dataset",
+        )
+    assert not events.failed
+    raw = sc.datasets_get_one(raw_pid)
+    assert raw["scientificMetadata"]["archive"]["tape"]["bundle"] == "ALS-11000_2026-2.tar"
+    assert raw["scientificMetadata"]["beamflow"]["scan_id"] == scan.scan_id, "the rest of the metadata is kept"
+    derived_pid = next(e.pid for e in events.ingested if e.dataset_kind == "derived")
+    derived = sc.datasets_get_one(derived_pid)
+    assert derived["inputDatasets"] == [raw_pid] and derived["type"] == "derived"
+    assert derived["jobParameters"]["job_id"] == "4242" and derived["usedSoftware"]
+    [block] = sc.datasets_origdatablocks_get_one(derived_pid)
+    assert [(f["path"], f["chk"]) for f in block["dataFileList"]] == [("tomo_preview.h5", digest)]
+
+
+async def test_an_expired_token_means_a_fresh_login_and_no_duplicate(
+    tmp_path: Path, nats_server: EmbeddedNats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with LocalSciCat(tmp_path / "scicat.sqlite", token_ttl=1.0) as scicat:
+        monkeypatch.setenv(PASSWORD_ENV, scicat.password)
+        config = catalog_config(tmp_path, scicat, "tomography-832", (".h5",))
+        write_scan_832(tmp_path / "source", "tok/tomo", np.random.default_rng(1))
+        services = (build_mover(config), build_ledger(config), build_ingestor(config))
+        async with harness(config, nats_server.url, *services) as (bus, events):
+            scan = announce(tmp_path / "source", "bl832", ["tok/tomo.h5"])
+            await bus.publish(scan)
+            await events.wait_for(lambda c: len(c.ingested) == 1, timeout=30)
+            # What is tested is time passing: the token the ingestor holds is now expired. SciCat answers
+            # reads with an expired token as if from nobody, so the replay below must not trust "not found".
+            await asyncio.sleep(1.5)
+            moved = events.moved[0]
+            await bus.js.publish(moved.subject(), moved.to_json(), headers={"Nats-Msg-Id": "replayed-after-expiry"})
+            await events.wait_for(lambda c: len(c.ingested) == 2, timeout=30)
+        assert not events.failed, events.failed[0].reason
+        assert [e.action for e in events.ingested] == ["created", "updated"]
+        assert len(datasets_of(scicat, scan.scan_id)) == 1
