@@ -106,6 +106,16 @@ class CatalogStore:
             rows = self._conn.execute("SELECT doc FROM datasets ORDER BY rowid").fetchall()
         return [_load(row[0]) for row in rows]
 
+    def datasets_with_keyword(self, keyword: str) -> list[Doc]:
+        """The datasets whose ``keywords`` list holds ``keyword``, in creation order (matched inside SQLite)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT doc FROM datasets WHERE EXISTS "
+                "(SELECT 1 FROM json_each(doc, '$.keywords') WHERE json_each.value = ?) ORDER BY rowid",
+                (keyword,),
+            ).fetchall()
+        return [_load(row[0]) for row in rows]
+
     def update_dataset(self, pid: str, change: Callable[[Doc], Doc]) -> Doc | None:
         """Replace a dataset by ``change(current)`` atomically; None when the pid is unknown."""
         with self._transaction() as conn:
