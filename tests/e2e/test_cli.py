@@ -10,8 +10,12 @@ import sys
 import time
 from pathlib import Path
 
+import h5py
 import psutil
+from beamflow.common.checksums import file_checksum
 from beamflow.common.natsserver import free_port
+from beamflow.scicat_local import LocalSciCat
+from pyscicat.client import ScicatClient
 
 REPO = Path(__file__).resolve().parents[2]
 BEAMFLOW = [sys.executable, "-m", "beamflow.common.cli"]
@@ -94,6 +98,35 @@ def test_demo_runs_end_to_end_and_reports_every_scan(tmp_path: Path) -> None:
     restricted = list((tmp_path / "demo/nersc832").rglob("*.h5"))
     assert restricted and not any("restricted" in str(p) for p in restricted)
     assert list((tmp_path / "demo/data832/restricted").rglob("*.h5"))
+    assert "datasets        5 of 5 expected in the catalog" in done.stderr  # the restricted scan is not listed
+    catalog_matches_the_files(tmp_path / "state/scicat/catalog.sqlite")
+
+
+def catalog_matches_the_files(database: Path) -> None:
+    """What the demo's local SciCat holds, read with pyscicat, against the files on disk."""
+    with LocalSciCat(database) as scicat:
+        client = ScicatClient(scicat.url, username=scicat.username, password=scicat.password)
+        found = client.datasets_get_many({}) or []
+        assert len(found) == 5
+        assert len({k for d in found for k in d["keywords"] if k.startswith("beamflow-scan:")}) == 5
+        for dataset in found:
+            [block] = client.datasets_origdatablocks_get_one(dataset["pid"])
+            files = [Path(dataset["sourceFolder"]) / f["path"] for f in block["dataFileList"]]
+            assert [f["chk"] for f in block["dataFileList"]] == [file_checksum(p)[0] for p in files]
+            if dataset["creationLocation"].endswith("7.3.3"):
+                assert sorted(p.suffix for p in files) == [".edf", ".txt"]
+                header = next(p for p in files if p.suffix == ".txt").read_text()
+                assert f"PI: {dataset['principalInvestigator']}" in header
+                assert f"Proposal = {dataset['proposalId']}" in header
+            else:
+                with h5py.File(files[0]) as h5:
+                    pi = h5["/measurement/sample/experiment/pi"][()]
+                pi = (pi.reshape(-1)[0] if hasattr(pi, "reshape") else pi).decode()
+                assert dataset["principalInvestigator"] == pi.strip(" '\",")
+            attachments = client._call_endpoint(
+                cmd="get", endpoint=f"Datasets/{dataset['pid'].replace('/', '%2F')}/attachments"
+            )
+            assert len(attachments) == 1 and attachments[0]["thumbnail"].startswith("data:image/png;base64,")
 
 
 def test_up_runs_until_interrupted_and_moves_a_scan(tmp_path: Path) -> None:
