@@ -107,8 +107,9 @@ def up(
     services: Annotated[str | None, typer.Option(help="Comma-separated services to start (default: all).")] = None,
 ) -> None:
     """Start the embedded NATS server (unless --nats) and every installed service, until Ctrl-C."""
+    from beamflow.common.local_catalog import local_catalog
     from beamflow.common.service import discover
-    from beamflow.common.stack import Stack
+    from beamflow.common.stack import LOCAL_CATALOG, Stack
 
     loaded = load_or_exit(config)
     names = services.split(",") if services else list(discover())
@@ -123,9 +124,11 @@ def up(
             console.print(f"[green]beamflow is up[/green]: NATS at {stack.url}")
             for proc in stack.processes.values():
                 console.print(
-                    f"  {proc.name:<10} pid {proc.pid:<8} health http://127.0.0.1:{proc.health_port}/readyz"
+                    f"  {proc.name:<10} pid {proc.pid:<8} health http://127.0.0.1:{proc.health_port}{proc.ready_path}"
                     f"  log {proc.log_path}"
                 )
+            if LOCAL_CATALOG in stack.processes:
+                console.print(f"local SciCat at {local_catalog(loaded).url()} (catalog.url unset)")
             console.print("Ctrl-C stops every service (in-flight work finishes first).")
             await stop.wait()
         finally:
