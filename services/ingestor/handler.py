@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from beamflow.common.catalog_config import BeamlineCatalog
 from beamflow.common.config import BeamflowConfig
@@ -23,6 +24,7 @@ from beamflow.ingestor import datasets
 from beamflow.ingestor.catalog import (
     THUMBNAIL_CAPTION,
     Catalog,
+    CatalogUnavailable,
     DatasetPatch,
     OrigDatablockPayload,
     RawDatasetMissing,
@@ -42,6 +44,10 @@ from beamflow.ingestor.extractors.base import UnknownTechnique
 from pyscicat.model import RawDataset
 
 Action = Literal["created", "updated"]
+T = TypeVar("T")
+#: The most SciCat calls one step makes (find, create or patch, list and add a datablock, list and add an
+#: attachment), each bounded by ``catalog.timeout``: the step's deadline.
+CALLS_PER_STEP = 6
 
 
 class ScanUnreadable(PermanentError):
@@ -90,6 +96,18 @@ class Ingestor:
                 connection.timeout.total_seconds(),
             )
         return self._catalog
+
+    async def _in_catalog(self, work: Callable[[Catalog], T]) -> T:
+        """One catalog session in a worker thread, given up after a deadline (retried later) so a SciCat that
+        accepts connections but never answers cannot hold a message forever: pyscicat's login has no timeout.
+        """
+        deadline = self.config.catalog.timeout.total_seconds() * CALLS_PER_STEP
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(self.catalog().session, work), deadline)
+        except TimeoutError:
+            raise CatalogUnavailable(
+                f"SciCat at {self.catalog().base_url} did not finish a step within {deadline:.0f} s; retrying"
+            ) from None
 
     def _catalogued(self, beamline: str) -> BeamlineCatalog | None:
         bl = self.config.beamlines.get(beamline)
@@ -141,9 +159,7 @@ class Ingestor:
         raw = datasets.raw_dataset(event, extracted, who, catalog, endpoint)
         block = datasets.origdatablock(event.files, mtimes, endpoint, event.occurred_at)
         thumbnail = data_uri(extracted.thumbnail_png) if extracted.thumbnail_png else None
-        pid, action = await asyncio.to_thread(
-            self.catalog().session, lambda c: upsert_raw(c, event.scan_id, raw, block, thumbnail, who)
-        )
+        pid, action = await self._in_catalog(lambda c: upsert_raw(c, event.scan_id, raw, block, thumbnail, who))
         warnings = [*extracted.warnings, *who.warnings]
         if thumbnail is None:
             warnings.append("no thumbnail could be made from the scan's image")
@@ -176,7 +192,7 @@ class Ingestor:
     async def on_archived(self, ctx: Context, event: ScanArchived) -> None:
         if self._catalogued(event.beamline) is None or await self._export_controlled(ctx, event.scan_id):
             return
-        pid = await asyncio.to_thread(self.catalog().session, lambda c: note_archive(c, event))
+        pid = await self._in_catalog(lambda c: note_archive(c, event))
         ctx.log.info("archive noted in the catalog", extra={"pid": pid, "bundle": event.bundle})
 
     # -- scan.analyzed -> derived dataset ---------------------------------------------------------------
@@ -186,9 +202,7 @@ class Ingestor:
         if catalog is None or await self._export_controlled(ctx, event.scan_id):
             return
         endpoint = self.config.endpoints[event.output_endpoint]
-        pid, action = await asyncio.to_thread(
-            self.catalog().session, lambda c: upsert_derived(c, event, catalog, endpoint)
-        )
+        pid, action = await self._in_catalog(lambda c: upsert_derived(c, event, catalog, endpoint))
         await self._published(ctx, event, pid, "derived", action, [])
 
 
