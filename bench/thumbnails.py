@@ -3,7 +3,7 @@
 What it measures
     (a) ``thumbnail_png`` on a 2048 x 2048 uint16 SAXS frame (synthetic pattern with Poisson noise, as the
         7.3.3 test data): block-average to 512 x 512, percentiles, log scale, PNG encoding;
-    (b) an 8.3.2 projection from HDF5: open a DX file written by ``write_832_scan`` with full-size
+    (b) an 8.3.2 projection from HDF5: open a DX file written by ``write_scan_832`` with full-size
         projections (2160 x 2560 uint16, ``--angles`` of them), read ``/exchange/data[0]``, make the
         thumbnail as the extractor does (0.1..99.9 percentile); also the read and the thumbnail alone;
     (c) for context, the whole extractors on those files: ``extract_733`` on a 2048 x 2048 scan (``.txt``
@@ -29,8 +29,8 @@ from typing import Any
 
 import h5py
 import numpy as np
+from beamflow.common.simulate import saxs_pattern, write_scan_733, write_scan_832
 from beamflow.ingestor.extractors import extract_733, extract_832, thumbnail_png
-from beamflow.ingestor.extractors.samples import saxs_pattern, write_733_scan, write_832_scan
 from beamflow.ingestor.extractors.tomo832 import THUMBNAIL_PERCENTILES
 
 import harness
@@ -61,17 +61,19 @@ def main() -> int:
 
     with harness.scratch("thumbnails") as base:
         started = time.perf_counter()
-        h5 = write_832_scan(
-            base / "raw" / "20260314_193001_bench.h5",
+        h5 = write_scan_832(
+            base,
+            "raw/20260314_193001_bench",
+            rng,
+            projections=args.angles,
+            shape=TOMO_SHAPE,
             pi="Bench PI",
             proposal="ALS-00000",
-            angles=args.angles,
-            shape=TOMO_SHAPE,
         )
         write_s = time.perf_counter() - started
         size_mb = h5.stat().st_size / 1e6
-        scan_files = write_733_scan(
-            base / "733", "bench_2m_00001", proposal="ALS-00000", pi="Bench PI", shape=SAXS_SHAPE
+        scan_files = write_scan_733(
+            base, "733/bench_2m_00001", rng, shape=SAXS_SHAPE, proposal="ALS-00000", pi="Bench PI"
         )
 
         def read_projection() -> Any:

@@ -25,7 +25,6 @@ from beamflow.common.secrets import SecretRef
 from beamflow.common.simulate import write_scan_733, write_scan_832
 from beamflow.common.testing import harness, running, test_config, wait_for_record, wait_until
 from beamflow.ingestor.catalog import THUMBNAIL_CAPTION, scan_keyword
-from beamflow.ingestor.extractors.samples import write_832_scan
 from beamflow.ingestor.service import build as build_ingestor
 from beamflow.ledger.service import build as build_ledger
 from beamflow.mover.service import build as build_mover
@@ -172,7 +171,9 @@ async def test_a_payload_scicat_refuses_is_dead_lettered_with_the_servers_messag
     # The file names no e-mail, so the beamline's configured contact is used, and it is not an address:
     # SciCat answers 400, which is the operator's to fix, so it is dead-lettered at once, not retried.
     config = catalog_config(tmp_path, scicat, "tomography-832", (".h5",), contact_email="the beamline staff")
-    write_832_scan(tmp_path / "source/bad/tomo.h5", pi="Ada Quill", proposal="ALS-11000", email=None)
+    write_scan_832(
+        tmp_path / "source", "bad/tomo", np.random.default_rng(5), pi="Ada Quill", proposal="ALS-11000", email=None
+    )
     services = (build_mover(config), build_ledger(config), build_ingestor(config))
     async with harness(config, nats_server.url, *services) as (bus, events):
         scan = announce(tmp_path / "source", "bl832", ["bad/tomo.h5"])
@@ -226,7 +227,7 @@ async def test_missing_owner_fields_give_a_dataset_from_the_defaults_and_warning
     tmp_path: Path, nats_server: EmbeddedNats, scicat: LocalSciCat
 ) -> None:
     config = catalog_config(tmp_path, scicat, "tomography-832", (".h5",))
-    write_832_scan(tmp_path / "source/anon/tomo.h5", pi=None, proposal=None, email=None)
+    write_scan_832(tmp_path / "source", "anon/tomo", np.random.default_rng(6), pi=None, proposal=None, email=None)
     services = (build_mover(config), build_ledger(config), build_ingestor(config))
     async with harness(config, nats_server.url, *services) as (bus, events):
         scan = announce(tmp_path / "source", "bl832", ["anon/tomo.h5"])

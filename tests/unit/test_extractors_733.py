@@ -1,9 +1,9 @@
 """The 7.3.3 SAXS/WAXS extractor, its EDF reader and `.txt` parser, and the realistic 7.3.3 test-data writer.
 
-Files written by `write_733_scan` are read back by the extractor and cross-checked with fabio (an
-independent EDF implementation), in both directions. Ownership comes from the headers or the operator's
-mapping, never from constants; damaged-but-readable files give results with warnings; unreadable ones raise
-`UnreadableScan` naming the file.
+Files written by the detector simulator's `write_scan_733` are read back by the extractor and cross-checked
+with fabio (an independent EDF implementation), in both directions. Ownership comes from the headers or the
+operator's mapping, never from constants; damaged-but-readable files give results with warnings; unreadable
+ones raise `UnreadableScan` naming the file.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from zoneinfo import ZoneInfo
 import fabio
 import numpy as np
 import pytest
+from beamflow.common.edf import encode_edf, read_edf
+from beamflow.common.simulate import write_scan_733
 from beamflow.ingestor.extractors import (
     EXTRACTORS,
     Extracted,
@@ -29,8 +31,6 @@ from beamflow.ingestor.extractors import (
     extract,
     extract_733,
 )
-from beamflow.ingestor.extractors.edf import encode_edf, read_edf
-from beamflow.ingestor.extractors.samples import write_733_scan, write_edf
 from beamflow.ingestor.extractors.saxs733 import convert_value, parse_txt, split_entry
 from fabio.edfimage import EdfImage
 from PIL import Image
@@ -39,16 +39,32 @@ LA = ZoneInfo("America/Los_Angeles")
 MAPPING = ProposalMapping(instrument="ALS 7.3.3")
 
 
+WHEN = datetime(2026, 3, 14, 12, 30, 1)  # beamline local time, as the headers write it
+
+
 def scan(tmp_path: Path, stem: str = "agb_cal_2m_00001", **kwargs: object) -> list[Path]:
-    options: dict[str, object] = {"proposal": "ALS-11234", "pi": "Greg Su", **kwargs}
-    return write_733_scan(tmp_path / "2026" / "proposal_a", stem, **options)  # type: ignore[arg-type]
+    options: dict[str, object] = {
+        "proposal": "ALS-11234",
+        "pi": "Greg Su",
+        "shape": (256, 256),
+        "when": WHEN,
+        **kwargs,
+    }
+    rng = np.random.default_rng(5)
+    return write_scan_733(tmp_path / "2026" / "proposal_a", stem, rng, **options)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------- read back
 
 
 def test_a_written_scan_reads_back_with_every_catalogue_field(tmp_path: Path) -> None:
-    files = scan(tmp_path, owner="mlandsman", email="mlandsman@example.org", sample="AgB calibrant")
+    files = scan(
+        tmp_path,
+        owner="mlandsman",
+        email="mlandsman@example.org",
+        sample="AgB calibrant",
+        extra_header={"Energy": "10000.0 eV"},  # a number with its unit, as some headers write it
+    )
     assert [p.name for p in files] == ["agb_cal_2m_00001.txt", "agb_cal_2m_00001.edf"]
 
     result = extract_733(files, MAPPING)
@@ -106,7 +122,8 @@ def test_registry_dispatches_by_technique_and_names_the_known_ones(tmp_path: Pat
 
 def test_several_frames_share_one_edf_and_every_edf_is_listed(tmp_path: Path) -> None:
     files = scan(tmp_path, frames=3)
-    extra = write_edf(files[0].parent / "agb_cal_2m_00001_b.edf", [np.ones((8, 8), np.uint16)], {"Title": "b"})
+    extra = files[0].parent / "agb_cal_2m_00001_b.edf"
+    extra.write_bytes(encode_edf([np.ones((8, 8), np.uint16)], {"Title": "b"}))
 
     result = extract_733([*files, extra], MAPPING)
 

@@ -1,4 +1,4 @@
-"""The 8.3.2 tomography extractor and the realistic DX (HDF5) test-data writer.
+"""The 8.3.2 tomography extractor and the realistic DX (HDF5) test-data writer (the detector simulator's).
 
 The writer's layout is checked with h5py directly (what a DX reader elsewhere would see), then read back by
 the extractor; every number the extractor reports is compared with h5py's own reading of the file.
@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from beamflow.common.simulate import write_scan_832
 from beamflow.ingestor.extractors import (
     Extracted,
     ProposalEntry,
@@ -24,16 +25,25 @@ from beamflow.ingestor.extractors import (
     thumbnail_png,
 )
 from beamflow.ingestor.extractors.base import clean_email, clean_text
-from beamflow.ingestor.extractors.samples import write_832_scan
 from beamflow.ingestor.extractors.tomo832 import sample_series
 from PIL import Image
 
 START = datetime(2026, 3, 14, 19, 30, 1, tzinfo=UTC)
 
 
-def dx(tmp_path: Path, name: str = "20260314_193001_MSB_Book1_Proj77.h5", **kwargs: object) -> Path:
-    options: dict[str, object] = {"pi": "Jane Doe", "proposal": "ALS-12345", "email": "jdoe@example.org", **kwargs}
-    return write_832_scan(tmp_path / "raw" / name, **options)  # type: ignore[arg-type]
+def dx(tmp_path: Path, name: str = "20260314_193001_MSB_Book1_Proj77", **kwargs: object) -> Path:
+    options: dict[str, object] = {
+        "pi": "Jane Doe",
+        "proposal": "ALS-12345",
+        "email": " 'jdoe@example.org', ",  # with the quotes and comma the beamline writes
+        "experimenter": "Sam Experimenter",
+        "projections": 16,
+        "shape": (128, 160),
+        "when": START,
+        **kwargs,
+    }
+    rng = np.random.default_rng(5)
+    return write_scan_832(tmp_path, f"raw/{name}", rng, **options)  # type: ignore[arg-type]
 
 
 def count_scalars(f: h5py.File) -> int:
@@ -51,7 +61,7 @@ def count_scalars(f: h5py.File) -> int:
 
 
 def test_the_writer_produces_the_dx_layout(tmp_path: Path) -> None:
-    path = dx(tmp_path, angles=12, shape=(48, 64))
+    path = dx(tmp_path, projections=12, shape=(48, 64))
 
     with h5py.File(path, "r") as f:
         for name in (
@@ -91,8 +101,8 @@ def test_the_writer_produces_the_dx_layout(tmp_path: Path) -> None:
 
 
 def test_the_writer_is_deterministic(tmp_path: Path) -> None:
-    one = dx(tmp_path / "a", angles=3)
-    two = dx(tmp_path / "b", angles=3)
+    one = dx(tmp_path / "a", projections=3)
+    two = dx(tmp_path / "b", projections=3)
     with h5py.File(one, "r") as f, h5py.File(two, "r") as g:
         np.testing.assert_array_equal(f["/exchange/data"][()], g["/exchange/data"][()])
 
@@ -120,7 +130,7 @@ def test_a_written_scan_reads_back_with_every_catalogue_field(tmp_path: Path) ->
 
 
 def test_parameters_series_and_images_match_what_h5py_reads(tmp_path: Path) -> None:
-    path = dx(tmp_path, angles=16)
+    path = dx(tmp_path, projections=16)
 
     result = extract_832([path])
     md = result.scientific_metadata

@@ -12,8 +12,8 @@ import io
 import numpy as np
 import numpy.typing as npt
 import pytest
+from beamflow.common.simulate import saxs_pattern
 from beamflow.ingestor.extractors import data_uri, thumbnail_png
-from beamflow.ingestor.extractors.samples import saxs_pattern
 from PIL import Image
 
 

@@ -3,8 +3,8 @@ into the fields of a SciCat raw dataset (`Extracted`).
 
 The ingestor calls ``extract(technique, files, mapping)``; the technique names are the keys of `EXTRACTORS`
 (``saxs-waxs-733``, ``tomography-832``). Adding a technique is adding a function with the `Extractor`
-signature to that dict. Test data writers for both formats live in `beamflow.ingestor.extractors.samples`
-(imported explicitly, so the service never loads them).
+signature to that dict. Realistic files in both formats are written by the detector simulator,
+`beamflow.common.simulate`; the EDF codec the 7.3.3 extractor reads with is `beamflow.common.edf`.
 """
 
 from __future__ import annotations

@@ -30,6 +30,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
+from beamflow.common.edf import STRUCTURAL_KEYS, EdfError, EdfFile, read_edf
+
 from .base import (
     Extracted,
     ProposalMapping,
@@ -42,7 +44,6 @@ from .base import (
     resolve_ownership,
     search_terms,
 )
-from .edf import STRUCTURAL_KEYS, EdfFile, read_edf
 from .thumbnails import thumbnail_png
 
 TECHNIQUE: Final = "saxs-waxs-733"
@@ -281,7 +282,10 @@ def extract_733(files: list[Path], mapping: ProposalMapping | None = None) -> Ex
 
     images: list[EdfFile] = []
     for index, path in enumerate(edfs):
-        image = read_edf(path, read_data=index == 0)
+        try:
+            image = read_edf(path, read_data=index == 0)
+        except EdfError as exc:
+            raise UnreadableScan(exc.path, exc.reason, exc.remedy) from exc
         warnings.extend(image.warnings)
         images.append(image)
     if not edfs:

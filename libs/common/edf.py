@@ -1,4 +1,4 @@
-"""A small reader (and writer) for ESRF data format (EDF) images, the 7.3.3 detector's file format.
+"""ESRF data format (EDF), the 7.3.3 detector's image format: a small reader and the matching writer.
 
 An EDF file is one or more frames; each frame is an ASCII header ``{ key = value ; ... }`` padded with
 spaces so that it ends (with ``}`` and a newline) on a multiple of 512 bytes, followed by the raw pixels.
@@ -6,9 +6,11 @@ The header says how to read them: ``Dim_1`` (columns, the fastest axis), ``Dim_2
 ``Dim_3``, ``DataType`` (``UnsignedShort``, ``SignedInteger``, ``FloatValue``...), ``ByteOrder``
 (``LowByteFirst`` or ``HighByteFirst``) and ``Size`` (bytes of pixels); any other key is free metadata.
 
-Only what cataloguing needs is implemented: every frame's header is walked (to count frames and notice a
-truncated file) and the first frame's pixels are read. Compressed frames are recognised and reported, not
-decoded. The writer produces the same layout, for test data and the demo.
+One file format, one codec: the 7.3.3 extractor reads with `read_edf`, the detector simulator
+(`beamflow.common.simulate`) writes with `encode_edf`. Only what cataloguing needs is implemented: every
+frame's header is walked (to count frames and notice a truncated file) and the first frame's pixels are
+read. Compressed frames are recognised and reported, not decoded. A file that cannot be read raises
+`EdfError` (path, reason, optional remedy), which the extractor turns into its own ``UnreadableScan``.
 
 Why not fabio: it is a large dependency with its own logging and format guessing for one small format;
 the tests cross-check this reader against fabio instead.
@@ -17,14 +19,13 @@ the tests cross-check this reader against fabio instead.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Final
 
 import numpy as np
 import numpy.typing as npt
-
-from .base import UnreadableScan
 
 BLOCK: Final = 512
 # A header longer than this is not a header: the file is something else (or the '}' was lost).
@@ -93,6 +94,16 @@ STRUCTURAL_KEYS: Final = frozenset(
         "compression",
     }
 )
+
+
+class EdfError(Exception):
+    """``path`` cannot be read as EDF: ``reason`` says why, ``remedy`` (if any) what to do about it."""
+
+    def __init__(self, path: Path | str, reason: str, remedy: str | None = None) -> None:
+        self.path = str(path)
+        self.reason = reason
+        self.remedy = remedy
+        super().__init__(f"{self.path}: {reason}")
 
 
 @dataclass
@@ -164,10 +175,10 @@ def _read_header(fh: BinaryIO, path: Path, offset: int, frame: int) -> tuple[str
         start = raw.find(b"{")
         if start < 0:
             if raw.strip():
-                raise UnreadableScan(path, f"not an EDF file: frame {frame} at byte {offset} does not start with '{{'")
+                raise EdfError(path, f"not an EDF file: frame {frame} at byte {offset} does not start with '{{'")
             continue
         if raw[:start].strip():
-            raise UnreadableScan(path, f"not an EDF file: data before '{{' in frame {frame} at byte {offset}")
+            raise EdfError(path, f"not an EDF file: data before '{{' in frame {frame} at byte {offset}")
         end = raw.find(b"}", start)
         # The header ends at "}\n" (or "}\r\n"); a '}' at the very end of what was read needs one more block.
         if end >= 0 and end + 1 < len(raw):
@@ -179,18 +190,18 @@ def _read_header(fh: BinaryIO, path: Path, offset: int, frame: int) -> tuple[str
             text = raw[start + 1 : end].decode("latin-1")
             return text, stop
         if len(raw) > MAX_HEADER:
-            raise UnreadableScan(path, f"frame {frame}: no end of header '}}' within {MAX_HEADER} bytes")
+            raise EdfError(path, f"frame {frame}: no end of header '}}' within {MAX_HEADER} bytes")
     if raw.strip() == b"":
         return None
     if frame == 0:
-        raise UnreadableScan(path, "truncated EDF file: the header never ends (no closing '}')")
-    raise UnreadableScan(path, f"truncated EDF file: frame {frame} header at byte {offset} never ends")
+        raise EdfError(path, "truncated EDF file: the header never ends (no closing '}')")
+    raise EdfError(path, f"truncated EDF file: frame {frame} header at byte {offset} never ends")
 
 
 def _layout(header: dict[str, str], path: Path, frame: int, warnings: list[str]) -> _Layout:
     dim1, dim2, dim3 = _int(header, "Dim_1"), _int(header, "Dim_2"), _int(header, "Dim_3")
     if dim1 is None or dim1 < 1:
-        raise UnreadableScan(path, f"frame {frame}: EDF header has no valid Dim_1 (got {_find(header, 'Dim_1')!r})")
+        raise EdfError(path, f"frame {frame}: EDF header has no valid Dim_1 (got {_find(header, 'Dim_1')!r})")
     shape: tuple[int, ...] = (dim1,) if dim2 is None else (dim2, dim1)
     if dim3 is not None and dim3 > 1:
         shape = (dim3, *shape)
@@ -210,7 +221,7 @@ def _layout(header: dict[str, str], path: Path, frame: int, warnings: list[str])
 
     if code is None:
         if declared is None:
-            raise UnreadableScan(
+            raise EdfError(
                 path,
                 f"unknown EDF DataType {type_name!r} and no Size: the pixels cannot be located",
                 "convert the image with the detector software, or add the type to beamflow's EDF reader",
@@ -229,7 +240,7 @@ def _layout(header: dict[str, str], path: Path, frame: int, warnings: list[str])
     expected = math.prod(shape) * dtype.itemsize
     if compressed:
         if declared is None:
-            raise UnreadableScan(path, f"frame {frame} is compressed ({compression}) and has no Size")
+            raise EdfError(path, f"frame {frame} is compressed ({compression}) and has no Size")
         warnings.append(f"{path.name}: frame {frame} is compressed ({compression}); not decoded, no thumbnail")
         return _Layout(None, shape, declared, True)
     if declared is not None and declared != expected:
@@ -243,17 +254,17 @@ def _layout(header: dict[str, str], path: Path, frame: int, warnings: list[str])
 def read_edf(path: Path, *, read_data: bool = True) -> EdfFile:
     """Walk the frames of ``path``; return the first frame's header and (with ``read_data``) its pixels.
 
-    Raises `UnreadableScan` if the file is empty, is not EDF, or ends before a frame's pixels do.
+    Raises `EdfError` if the file is empty, is not EDF, or ends before a frame's pixels do.
     """
     path = Path(path)
     try:
         size = path.stat().st_size
         fh = path.open("rb")
     except OSError as exc:
-        raise UnreadableScan(path, f"cannot open the EDF image: {exc.strerror or exc}") from exc
+        raise EdfError(path, f"cannot open the EDF image: {exc.strerror or exc}") from exc
     if size == 0:
         fh.close()
-        raise UnreadableScan(path, "the EDF image is empty (0 bytes)")
+        raise EdfError(path, "the EDF image is empty (0 bytes)")
     warnings: list[str] = []
     first: dict[str, str] | None = None
     first_layout: _Layout | None = None
@@ -272,7 +283,7 @@ def read_edf(path: Path, *, read_data: bool = True) -> EdfFile:
             layout = _layout(header, path, frames, warnings)
             data_start = offset + header_len
             if data_start + layout.nbytes > size:
-                raise UnreadableScan(
+                raise EdfError(
                     path,
                     f"truncated EDF file: frame {frames} needs {layout.nbytes} bytes of pixels from byte "
                     f"{data_start}, but the file ends after {size - data_start}",
@@ -288,7 +299,7 @@ def read_edf(path: Path, *, read_data: bool = True) -> EdfFile:
             frames += 1
             offset = data_start + layout.nbytes
     if first is None or first_layout is None:
-        raise UnreadableScan(path, "no EDF frame in the file (only whitespace)")
+        raise EdfError(path, "no EDF frame in the file (only whitespace)")
     if data is not None and data.dtype.byteorder == ">":
         # Native order for everything downstream (thumbnails, statistics).
         data = data.astype(data.dtype.newbyteorder("="))
@@ -297,8 +308,8 @@ def read_edf(path: Path, *, read_data: bool = True) -> EdfFile:
 
 
 def encode_edf(
-    frames: list[npt.NDArray[np.generic]],
-    header: dict[str, str] | None = None,
+    frames: Sequence[npt.NDArray[np.generic]],
+    header: Mapping[str, str] | None = None,
     *,
     byte_order: str = "LowByteFirst",
     pad: bool = True,
