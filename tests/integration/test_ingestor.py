@@ -117,20 +117,25 @@ async def test_a_saxs_scan_takes_its_owner_and_proposal_from_the_header_and_list
 ) -> None:
     config = catalog_config(tmp_path, scicat, "saxs-waxs-733", (".txt", ".edf"))
     txt, edf = write_scan_733(tmp_path / "source", "2026/sample_0007", np.random.default_rng(11))
-    header = dict(
+    pairs = (
         line.split(":", 1) if ":" in line else line.split("=", 1)
         for line in txt.read_text().splitlines()
         if line.startswith(("PI", "Proposal"))
     )
+    header = {key.strip(): value.strip() for key, value in pairs}
     services = (build_mover(config), build_ledger(config), build_ingestor(config))
     async with harness(config, nats_server.url, *services) as (bus, events):
         scan = announce(tmp_path / "source", "bl733", ["2026/sample_0007.txt", "2026/sample_0007.edf"])
         await bus.publish(scan.model_copy(update={"beamline": "bl832"}))
         await events.wait_for(lambda c: len(c.ingested) == 1, timeout=30)
+        moved = events.moved[0]
+        await bus.js.publish(moved.subject(), moved.to_json(), headers={"Nats-Msg-Id": "replayed-733"})
+        await events.wait_for(lambda c: len(c.ingested) == 2, timeout=30)
     assert not events.failed, events.failed[0].reason
+    assert [e.action for e in events.ingested] == ["created", "updated"]
     [dataset] = datasets_of(scicat, scan.scan_id)
-    assert dataset["principalInvestigator"] == header["PI"].strip()
-    assert dataset["proposalId"] == header["Proposal "].strip()
+    assert dataset["principalInvestigator"] == header["PI"]
+    assert dataset["proposalId"] == header["Proposal"]
     [block] = client(scicat).datasets_origdatablocks_get_one(dataset["pid"])
     listed = {f["path"]: f["chk"] for f in block["dataFileList"]}
     assert listed == {p.name: file_checksum(p)[0] for p in (txt, edf)}
