@@ -41,28 +41,28 @@ class Owners:
 
 
 def owners(extracted: Extracted, catalog: BeamlineCatalog) -> Owners:
+    """The extractor has already applied the proposal mapping; what is still missing comes from the
+    beamline's configured defaults, each with a warning saying which default was used."""
     warnings: list[str] = []
-    entry = catalog.proposals.get(extracted.proposal) if extracted.proposal else None
     defaults = catalog.defaults
-    pi = extracted.principal_investigator or (entry.principal_investigator if entry else None)
+    pi = extracted.principal_investigator
     if pi is None:
         pi = defaults.principal_investigator
         warnings.append(f"no principal investigator in the file or the proposal mapping; used {pi!r}")
-    group = extracted.owner_group or (entry.owner_group if entry else None) or extracted.proposal
+    group = extracted.owner_group or extracted.proposal
     if group is None:
         group = defaults.owner_group
         warnings.append(f"no proposal or owner group in the file or the proposal mapping; used {group!r}")
-    email = extracted.owner_email or (entry.owner_email if entry else None)
+    email = extracted.owner_email
     if email is None:
         warnings.append(f"no owner e-mail; contact is the beamline's {defaults.contact_email}")
-    access = sorted({*extracted.access_groups, *(entry.access_groups if entry else []), *defaults.access_groups})
     return Owners(
-        owner=extracted.owner or (entry.owner if entry and entry.owner else None) or pi,
+        owner=extracted.owner or pi,
         owner_group=group,
         owner_email=email,
         contact_email=email or defaults.contact_email,
         principal_investigator=pi,
-        access_groups=access,
+        access_groups=sorted({*extracted.access_groups, *defaults.access_groups}),
         proposal=extracted.proposal,
         warnings=warnings,
     )

@@ -328,32 +328,28 @@ def parse_datetime(text: str, zone: tzinfo) -> datetime | None:
         return _aware(datetime.fromisoformat(text.replace("Z", "+00:00")), zone)
     except ValueError:
         pass
-    for fmt in _DATE_FORMATS:
+    moment = _strptime_any(text, _DATE_FORMATS)
+    return _aware(moment, zone) if moment is not None else None
+
+
+def _strptime_any(text: str, formats: Iterable[str]) -> datetime | None:
+    """``text`` read with the first of ``formats`` that fits it, or None."""
+    for fmt in formats:
         try:
-            return _aware(datetime.strptime(text, fmt), zone)
+            return datetime.strptime(text, fmt)
         except ValueError:
             continue
     return None
 
 
 def parse_day(text: str) -> date | None:
-    text = " ".join(text.strip().split())
-    for fmt in _DAY_FORMATS:
-        try:
-            return datetime.strptime(text, fmt).date()
-        except ValueError:
-            continue
-    return None
+    moment = _strptime_any(" ".join(text.strip().split()), _DAY_FORMATS)
+    return moment.date() if moment is not None else None
 
 
 def parse_time_of_day(text: str) -> time | None:
-    text = " ".join(text.strip().split())
-    for fmt in _TIME_FORMATS:
-        try:
-            return datetime.strptime(text, fmt).time()
-        except ValueError:
-            continue
-    return None
+    moment = _strptime_any(" ".join(text.strip().split()), _TIME_FORMATS)
+    return moment.time() if moment is not None else None
 
 
 def epoch_to_datetime(value: float) -> datetime | None:

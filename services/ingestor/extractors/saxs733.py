@@ -348,12 +348,7 @@ def extract_733(files: list[Path], mapping: ProposalMapping | None = None) -> Ex
 
     return Extracted(
         scientific_metadata=metadata,
-        principal_investigator=ownership.principal_investigator,
-        owner=ownership.owner,
-        owner_email=ownership.owner_email,
-        proposal=ownership.proposal,
-        owner_group=ownership.owner_group,
-        access_groups=ownership.access_groups,
+        **ownership.model_dump(),
         sample=_lookup(keys.sample, sources),
         dataset_name=stem,
         description=description,

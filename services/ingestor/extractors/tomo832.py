@@ -372,12 +372,7 @@ def extract_832(files: list[Path], mapping: ProposalMapping | None = None) -> Ex
     names = [stem] if not file_name or Path(file_name).stem == stem else [stem, Path(file_name).stem]
     return Extracted(
         scientific_metadata=metadata,
-        principal_investigator=ownership.principal_investigator,
-        owner=ownership.owner,
-        owner_email=ownership.owner_email,
-        proposal=ownership.proposal,
-        owner_group=ownership.owner_group,
-        access_groups=ownership.access_groups,
+        **ownership.model_dump(),
         sample=sample,
         dataset_name=stem,
         description=" ".join(search_terms(*names)),
