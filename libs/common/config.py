@@ -19,9 +19,10 @@ from typing import Any, Literal
 
 import yaml
 from beamflow.common import subjects
+from beamflow.common.archive_config import ArchivePolicy
 from beamflow.common.catalog_config import BeamlineCatalog, CatalogConnection
 from beamflow.common.durations import Duration
-from beamflow.common.endpoints import EndpointConfig, FilesystemEndpoint
+from beamflow.common.endpoints import EndpointConfig, FilesystemEndpoint, TarArchiveEndpoint
 from beamflow.common.errors import ConfigError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -129,6 +130,7 @@ class BeamlineConfig(_Section):
     destinations: list[Destination] = Field(default_factory=list)
     export_control: ExportControl = Field(default_factory=ExportControl)
     catalog: BeamlineCatalog | None = Field(default=None, description="Unset: this beamline is not catalogued.")
+    archive: ArchivePolicy | None = Field(default=None, description="Unset: this beamline is not archived.")
 
 
 class BeamflowConfig(_Section):
@@ -185,7 +187,9 @@ def _rebase_paths(config: BeamflowConfig, base: Path) -> BeamflowConfig:
         return expanded if expanded.is_absolute() else (base / expanded).resolve()
 
     endpoints = {
-        name: ep.model_copy(update={"root": fix(ep.root)}) if isinstance(ep, FilesystemEndpoint) else ep
+        name: ep.model_copy(update={"root": fix(ep.root)})
+        if isinstance(ep, FilesystemEndpoint | TarArchiveEndpoint)
+        else ep
         for name, ep in config.endpoints.items()
     }
     return config.model_copy(
@@ -242,6 +246,37 @@ def cross_check(config: BeamflowConfig) -> list[str]:
             reachable.add(dest.endpoint)
         if bl.catalog is not None:
             problems += _check_catalog(config, f"{where}.catalog", bl, reachable)
+        if bl.archive is not None:
+            problems += _check_archive(config, f"{where}.archive", bl.archive, reachable)
+    for name, endpoint in config.endpoints.items():
+        if isinstance(endpoint, TarArchiveEndpoint):
+            uses = [
+                f"beamlines.{b}"
+                for b, bl in config.beamlines.items()
+                if bl.watch.endpoint == name or any(d.endpoint == name for d in bl.destinations)
+            ]
+            if uses:
+                problems.append(
+                    f"endpoints.{name}: an archive is written by the archiver only; {', '.join(uses)} "
+                    "watches or copies to it"
+                )
+    return problems
+
+
+def _check_archive(config: BeamflowConfig, where: str, policy: ArchivePolicy, reachable: set[str]) -> list[str]:
+    problems: list[str] = []
+    target = config.endpoints.get(policy.endpoint)
+    if target is None:
+        problems.append(f"{where}.endpoint: no endpoint named {policy.endpoint!r} is defined")
+    elif not isinstance(target, TarArchiveEndpoint):
+        problems.append(f"{where}.endpoint: {policy.endpoint!r} is a {target.kind} endpoint, not an archive")
+    source = config.endpoints.get(policy.source)
+    if source is None:
+        problems.append(f"{where}.source: no endpoint named {policy.source!r} is defined")
+    elif not isinstance(source, FilesystemEndpoint):
+        problems.append(f"{where}.source: the archiver reads from a filesystem endpoint; {policy.source!r} is not")
+    elif policy.source not in reachable:
+        problems.append(f"{where}.source: {policy.source!r} never holds this beamline's scans")
     return problems
 
 

@@ -63,7 +63,19 @@ class GlobusEndpoint(_Endpoint):
     client_secret: SecretRef
 
 
-EndpointConfig = Annotated[FilesystemEndpoint | GlobusEndpoint, Field(discriminator="kind")]
+class TarArchiveEndpoint(_Endpoint):
+    """A tape archive kept as tar bundles in a local folder: the embedded default for the archiver.
+
+    Bundles are written once (temp name, fsync, rename) with an index beside them, and never changed; new
+    scans of an archived cycle go to a new part. Nothing is copied here by the mover: only the archiver
+    writes, and the pruner checks a bundle's index and listing when the archive is a hold's check endpoint.
+    """
+
+    kind: Literal["tar"] = "tar"
+    root: Path
+
+
+EndpointConfig = Annotated[FilesystemEndpoint | GlobusEndpoint | TarArchiveEndpoint, Field(discriminator="kind")]
 
 
 def check_relative(relpath: str) -> tuple[str, ...]:

@@ -163,8 +163,11 @@ class ScanArchived(Event):
 
     archive_endpoint: Token
     source_endpoint: Token
-    bundle: str
+    bundle: str = Field(description="The bundle's path in the archive: '<beamline>/raw/<proposal>/<name>'.")
     members: list[str] = Field(min_length=1)
+    files: list[FileCopy] = Field(
+        default_factory=list, description="The scan's members as verified in the bundle: size and checksum."
+    )
     external_id: str | None = None
 
     def msg_id(self) -> str:

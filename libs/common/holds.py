@@ -9,6 +9,7 @@ Everything survives restarts because it is stored in the ``HOLDS`` stream; no pr
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime, timedelta
 
 from beamflow.common import subjects
@@ -64,6 +65,31 @@ async def is_needed(js: JetStreamContext, hold: RetentionHold) -> bool:
     extension, which a redelivered copy placing the default hold again must not shorten)."""
     current = await pending(js, hold)
     return current is None or current.expires_at < hold.expires_at
+
+
+async def place_after_copy(
+    js: JetStreamContext,
+    publish: Callable[[RetentionHold], Awaitable[None]],
+    config: BeamflowConfig,
+    scan_id: str,
+    beamline: str,
+    holders: Iterable[str],
+    verified_at: str,
+    files: list[FileCopy],
+) -> list[str]:
+    """Place the holds a verified copy at ``verified_at`` makes possible: one for each endpoint in ``holders``
+    (those holding the scan) whose retention rule names ``verified_at`` as its check endpoint. Used by the
+    mover after each copy and by the archiver after each verified bundle. Returns the endpoints held."""
+    placed: list[str] = []
+    for name in sorted(set(holders)):
+        rule = config.endpoints[name].retention if name in config.endpoints else None
+        if rule is None or rule.check_endpoint != verified_at:
+            continue
+        hold = new_hold(config, scan_id, beamline, name, rule, files)
+        if await is_needed(js, hold):
+            await publish(hold)
+            placed.append(name)
+    return placed
 
 
 def latest_hold(record: ScanRecord, endpoint: str | None) -> tuple[str, RetentionHold]:

@@ -233,6 +233,19 @@ def _apply(record: ScanRecord, event: Event, subject: str) -> HistoryEntry:
         )
         return HistoryEntry(at=at, what=f"failed in {event.service}", detail=f"{event.error_type}: {event.reason}")
     if isinstance(event, ScanArchived):
+        if event.files:
+            # A verified bundle is a copy like any other: a retention rule can name the archive as its check.
+            record.copies[event.archive_endpoint] = CopyRecord(
+                endpoint=event.archive_endpoint,
+                source_endpoint=event.source_endpoint,
+                step=0,
+                files=list(event.files),
+                verified_at=at,
+                copied=True,
+                bytes=sum(f.size for f in event.files),
+                seconds=0.0,
+                external_id=event.bundle,
+            )
         if event.external_id:
             record.external_ids[f"archive:{event.archive_endpoint}"] = event.external_id
         record.external_ids[f"bundle:{event.archive_endpoint}"] = event.bundle

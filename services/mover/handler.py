@@ -13,7 +13,6 @@ from beamflow.common import holds
 from beamflow.common.config import BeamflowConfig, BeamlineConfig
 from beamflow.common.errors import SourceMissing, UnknownBeamline, UnknownEndpoint
 from beamflow.common.events import FileCopy, ScanMoved, ScanNew
-from beamflow.common.holds import new_hold
 from beamflow.common.ledger import Ledger
 from beamflow.common.service import Context
 from beamflow.common.transfer import TransferResult, controller_for
@@ -97,14 +96,12 @@ class Mover:
     async def _place_holds(
         self, ctx: Context, event: ScanNew, holds_copy: set[str], verified_at: str, files: list[FileCopy]
     ) -> None:
-        for name in sorted(holds_copy):
+        placed = await holds.place_after_copy(
+            ctx.js, ctx.publish, self.config, event.scan_id, event.beamline, holds_copy, verified_at, files
+        )
+        for name in placed:
             rule = self.config.endpoints[name].retention
-            if rule is None or rule.check_endpoint != verified_at:
-                continue
-            hold = new_hold(self.config, event.scan_id, event.beamline, name, rule, files)
-            if not await holds.is_needed(ctx.js, hold):
-                continue
-            await ctx.publish(hold)
+            assert rule is not None
             ctx.log.info("retention hold placed", extra={"endpoint": name, "keep_for_s": rule.keep_for.total_seconds()})
 
     async def _copy_in_ledger(self, ctx: Context, event: ScanNew, destination: str) -> list[FileCopy] | None:

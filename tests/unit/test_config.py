@@ -509,3 +509,28 @@ def test_catalog_password_is_reported_when_a_remote_scicat_is_configured(tmp_pat
     assert any(p.startswith("catalog.password: $TEST_SCICAT_PW") for p in environment_problems(config))
     raw.pop("catalog")
     assert not any("catalog" in p for p in environment_problems(parse_config(raw, Path("/"))))
+
+
+def test_archive_policy_needs_an_archive_endpoint_and_a_reachable_filesystem_source() -> None:
+    raw = _base()
+    raw["endpoints"]["tape"] = {"kind": "tar", "root": "/data/tape"}
+    raw["beamlines"]["bl"]["archive"] = {"endpoint": "a", "source": "remote"}
+    problems = _problems(raw)
+    assert any("archive.endpoint" in p and "not an archive" in p for p in problems)
+    assert any("archive.source" in p for p in problems)
+    raw["beamlines"]["bl"]["archive"] = {"endpoint": "tape", "source": "b", "when": "per_scan"}
+    config = parse_config(raw, Path("/"))
+    policy = config.beamlines["bl"].archive
+    assert policy is not None and policy.proposal_of("ALS-11123/2026/scan_1") == "ALS-11123"
+    assert policy.proposal_of("loose_scan") is None
+
+
+def test_nothing_copies_into_an_archive_and_a_proposal_pattern_needs_its_group() -> None:
+    raw = _base()
+    raw["endpoints"]["tape"] = {"kind": "tar", "root": "/data/tape"}
+    raw["beamlines"]["bl"]["destinations"].append({"endpoint": "tape"})
+    assert any(p.startswith("endpoints.tape: an archive is written by the archiver only") for p in _problems(raw))
+    raw = _base()
+    raw["endpoints"]["tape"] = {"kind": "tar", "root": "/data/tape"}
+    raw["beamlines"]["bl"]["archive"] = {"endpoint": "tape", "source": "b", "proposal_pattern": "^([^/]+)/"}
+    assert any("named group 'proposal'" in p for p in _problems(raw))
