@@ -13,7 +13,7 @@ from typing import Any
 
 from beamflow.common.catalog_config import BeamlineCatalog
 from beamflow.common.checksums import ALGORITHM
-from beamflow.common.endpoints import EndpointConfig, FilesystemEndpoint
+from beamflow.common.endpoints import EndpointConfig
 from beamflow.common.events import FileCopy, ScanAnalyzed, ScanArchived, ScanMoved
 from beamflow.ingestor.catalog import (
     THUMBNAIL_CAPTION,
@@ -71,7 +71,7 @@ def owners(extracted: Extracted, catalog: BeamlineCatalog) -> Owners:
 def location(endpoint: EndpointConfig, paths: list[str]) -> tuple[str, list[str]]:
     """SciCat's sourceFolder (the scan's folder on the endpoint) and each file's path relative to it."""
     folder = posixpath.commonpath([posixpath.dirname(p) for p in paths]) if paths else ""
-    root = str(endpoint.root) if isinstance(endpoint, FilesystemEndpoint) else endpoint.root
+    root = str(endpoint.root)
     source_folder = posixpath.join(root, folder) if folder else root
     return source_folder, [posixpath.relpath(p, folder or ".") for p in paths]
 
