@@ -164,8 +164,21 @@ app.add_typer(hold_app, name="hold")
 app.add_typer(dlq_app, name="dlq", help="Dead letters: list, show, replay after fixing the cause, purge.")
 
 
+#: Installed packages add operator commands here (``register(app)``), as services register in
+#: ``beamflow.services``: the archiver's ``archive`` and ``restore`` live with the archiver.
+COMMANDS_GROUP = "beamflow.commands"
+
+
+def _add_installed_commands() -> None:
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=COMMANDS_GROUP):
+        ep.load()(app)
+
+
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    _add_installed_commands()
     app()
 
 

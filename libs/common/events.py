@@ -227,6 +227,29 @@ def _rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class ArchiveRequested(Event):
+    """Archive a beamline's verified copies now: one proposal (or all), one cycle (or all) not yet archived.
+
+    Published by ``beamflow archive PROPOSAL [--cycle]`` on ``archive.request.<beamline>``; the archiver
+    plans the bundles from the ledger's records and publishes one ``scan.archived`` per scan.
+    """
+
+    stage: ClassVar[str] = subjects.ARCHIVE
+    stream: ClassVar[str] = subjects.ARCHIVE_STREAM
+
+    scan_id: str | None = None  # type: ignore[assignment]  # a request is about many scans
+    proposal: str | None = Field(default=None, description="Unset: every proposal with unarchived scans.")
+    cycle: str | None = Field(default=None, description="'2026-1' or '2026-2'; unset: every cycle.")
+    requested_by: str = "operator"
+
+    def subject(self) -> str:
+        return subjects.archive_request_subject(self.beamline)
+
+    def msg_id(self) -> str:
+        # Every request is a new intent (a re-run after fixing something must not be dropped as a repeat).
+        return f"archive:{self.beamline}:{self.proposal}:{self.cycle}:{self.occurred_at.isoformat()}"
+
+
 class RetentionHold(Event):
     """The scan stays on ``endpoint`` until ``expires_at``; after that it may be pruned there, if the copy
     at ``check_endpoint`` (``files``, as verified) still checks out.

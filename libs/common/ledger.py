@@ -308,12 +308,16 @@ class Ledger:
         """Write a whole record (benchmarks and tests building a ledger without running every service)."""
         await self.kv.put(record.scan_id, record.to_json())
 
+    async def all(self, beamline: str | None = None) -> list[ScanRecord]:
+        """Every record of the bucket (for operations that must see every scan, e.g. archiving a proposal)."""
+        return await self.recent(limit=None, beamline=beamline, window=None)
+
     async def recent(
         self,
-        limit: int = 20,
+        limit: int | None = 20,
         beamline: str | None = None,
         state: ScanState | None = None,
-        window: int = 5000,
+        window: int | None = 5000,
     ) -> list[ScanRecord]:
         """The most recently updated scans, newest first, read from the tail of the bucket's stream.
 
@@ -325,7 +329,7 @@ class Ledger:
         last = info.state.last_seq
         if info.state.messages == 0:
             return []
-        start = max(info.state.first_seq, last - window + 1)
+        start = info.state.first_seq if window is None else max(info.state.first_seq, last - window + 1)
         sub = await self.js.subscribe(
             f"$KV.{subjects.LEDGER_BUCKET}.>",
             stream=stream,
@@ -352,4 +356,4 @@ class Ledger:
             if (beamline is None or r.beamline == beamline) and (state is None or r.state == state)
         ]
         rows.sort(key=lambda r: r.updated_at, reverse=True)
-        return rows[:limit]
+        return rows if limit is None else rows[:limit]

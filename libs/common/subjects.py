@@ -16,6 +16,10 @@ ADVISORY_STREAM: Final = "ADVISORIES"
 HOLDS_STREAM: Final = "HOLDS"
 #: The ledger: one key per scan in this JetStream KV bucket.
 LEDGER_BUCKET: Final = "LEDGER"
+#: Archive requests: an operator's ``beamflow archive`` and (later) end-of-cycle schedules.
+ARCHIVE_STREAM: Final = "ARCHIVES"
+ARCHIVE: Final = "archive"
+ARCHIVE_REQUEST: Final = "request"
 
 HOLD: Final = "hold"
 #: ``hold.set.<beamline>.<scan_id>.<endpoint>``: the pending hold (a message schedule; replaced to extend).
@@ -71,3 +75,7 @@ def hold_filter(kind: str) -> str:
 
 def max_deliveries_advisory(stream: str, consumer: str) -> str:
     return f"{MAX_DELIVERIES_ADVISORY_PREFIX}.{stream}.{consumer}"
+
+
+def archive_request_subject(beamline: str) -> str:
+    return f"{ARCHIVE}.{ARCHIVE_REQUEST}.{beamline}"
