@@ -29,8 +29,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check libs services tests bench
 	@mkdir -p .beamflow/typecheck/beamflow && ln -sfn ../../../libs/common .beamflow/typecheck/beamflow/common \
 	  && ln -sfn ../../../libs/scicat_local .beamflow/typecheck/beamflow/scicat_local \
-	  && ln -sfn ../../../services/ingestor .beamflow/typecheck/beamflow/ingestor
-	MYPYPATH=.beamflow/typecheck $(BIN)/mypy -p beamflow.common -p beamflow.scicat_local -p beamflow.ingestor
+	  && ln -sfn ../../../services/ingestor .beamflow/typecheck/beamflow/ingestor \
+	  && ln -sfn ../../../libs/sfapi_local .beamflow/typecheck/beamflow/sfapi_local
+	MYPYPATH=.beamflow/typecheck $(BIN)/mypy -p beamflow.common -p beamflow.scicat_local -p beamflow.ingestor \
+	  -p beamflow.sfapi_local
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -p no:cacheprovider

@@ -1,0 +1,140 @@
+"""The SFAPI stand-in's HTTP server, on the standard library (``http.server.ThreadingHTTPServer``).
+
+The same shape as the local SciCat's server (``beamflow.scicat_local.server``): one thread per connection,
+HTTP/1.1 keep-alive, JSON out; the request is handed to ``SfApi.handle`` as a plain ``Request``. Stopping closes
+the listening socket and every open connection. One server answers both the token URL (``/c2id/token``) and the
+API (``/api/v1.2/...``), which NERSC serves from two hosts. Request logs go to ``logging`` at debug level.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from beamflow.sfapi_local.api import API_PREFIX, TOKEN_PATH, Request, Response, SfApi
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+LISTENING_MESSAGE = "local SFAPI listening on "
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: SfApiHTTPServer
+    timeout = 60
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def do_PUT(self) -> None:
+        self._serve()
+
+    def do_DELETE(self) -> None:
+        self._serve()
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked" or length > MAX_BODY_BYTES:
+            self._send(Response(413, {"detail": "request body too large or chunked"}), close=True)
+            return
+        body = self.rfile.read(length) if length > 0 else b""
+        parts = urlsplit(self.path)
+        request = Request(
+            method=self.command,
+            path=parts.path,
+            query=parse_qs(parts.query, keep_blank_values=True),
+            headers=dict(self.headers.items()),
+            body=body,
+        )
+        try:
+            response = self.server.api.handle(request)
+        except Exception:
+            log.exception("local SFAPI failed on %s %s", self.command, parts.path)
+            response = Response(500, {"detail": "Internal Server Error"})
+        self._send(response)
+
+    def _send(self, response: Response, *, close: bool = False) -> None:
+        payload = json.dumps(response.body).encode()
+        self.send_response(response.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class SfApiHTTPServer(ThreadingHTTPServer):
+    """A ThreadingHTTPServer that knows its open connections, to close them all when it stops."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], api: SfApi) -> None:
+        self.api = api
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+        self.api.verifier.audiences.add(self.token_url)
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    @property
+    def root_url(self) -> str:
+        host = str(self.server_address[0])
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{self.port}"
+
+    @property
+    def api_base_url(self) -> str:
+        """What sfapi-client takes as ``api_base_url`` (NERSC: ``https://api.nersc.gov/api/v1.2``)."""
+        return self.root_url + API_PREFIX
+
+    @property
+    def token_url(self) -> str:
+        """What sfapi-client takes as ``token_url`` (NERSC: ``https://oidc.nersc.gov/c2id/token``)."""
+        return self.root_url + TOKEN_PATH
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_all(self) -> None:
+        """Stop serving: close the listening socket and cut every open connection."""
+        self.server_close()
+        with self._connections_lock:
+            connections = list(self._connections)
+            self._connections.clear()
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+
+
+def make_server(api: SfApi, *, host: str = "127.0.0.1", port: int = 0) -> SfApiHTTPServer:
+    """A bound, listening (not yet serving) SFAPI stand-in; call ``serve_forever`` to answer requests."""
+    return SfApiHTTPServer((host, port), api)
