@@ -43,8 +43,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from beamflow.archiver.backends.local_tar import LocalTarArchive
-from beamflow.archiver.model import BundlePlan, Cycle, MemberFile
+from beamflow.common.archive_model import BundlePlan, Cycle, MemberFile
+from beamflow.common.archive_tar import LocalTarArchive
 
 import harness
 from copy_speed import fsync_path, make_file, quiesce

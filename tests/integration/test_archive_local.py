@@ -13,7 +13,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from beamflow.archiver.backends.base import (
+from beamflow.common.archive_backend import (
     ArchiveBackend,
     ArchiveFull,
     BundleExists,
@@ -23,8 +23,8 @@ from beamflow.archiver.backends.base import (
     MemberNotInBundle,
     RestoreConflict,
 )
-from beamflow.archiver.backends.local_tar import LocalTarArchive
-from beamflow.archiver.model import BundlePlan, Cycle, MemberFile
+from beamflow.common.archive_model import BundlePlan, Cycle, MemberFile
+from beamflow.common.archive_tar import LocalTarArchive
 from beamflow.common.checksums import file_checksum
 from beamflow.common.errors import PathOutsideRoot, SourceMissing, TransientError
 
@@ -431,9 +431,9 @@ _FULL_DISK = textwrap.dedent(
     """
     import asyncio, json, os, subprocess, sys
     from pathlib import Path
-    from beamflow.archiver.backends.base import ArchiveFull
-    from beamflow.archiver.backends.local_tar import LocalTarArchive
-    from beamflow.archiver.model import BundlePlan, MemberFile
+    from beamflow.common.archive_backend import ArchiveFull
+    from beamflow.common.archive_tar import LocalTarArchive
+    from beamflow.common.archive_model import BundlePlan, MemberFile
     from beamflow.common.checksums import file_checksum
 
     source, root = Path(sys.argv[1]), Path(sys.argv[2])

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from beamflow.archiver.backends.base import (
+from beamflow.common.archive_backend import (
     ArchiveFull,
     ArchiveWriteFailed,
     BundleExists,
@@ -48,7 +48,7 @@ from beamflow.archiver.backends.base import (
     MemberNotInBundle,
     RestoreConflict,
 )
-from beamflow.archiver.model import BundlePlan, BundleState, ExistingBundle, MemberEntry, MemberFile
+from beamflow.common.archive_model import BundlePlan, BundleState, ExistingBundle, MemberEntry, MemberFile
 from beamflow.common.checksums import ALGORITHM, CHUNK_SIZE, file_checksum, new_hasher
 from beamflow.common.endpoints import check_relative, resolve_inside
 from beamflow.common.errors import PathOutsideRoot, SourceChanged, SourceMissing

@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from beamflow.archiver.model import BundlePlan, BundleState, ExistingBundle, MemberEntry
+from beamflow.common.archive_model import BundlePlan, BundleState, ExistingBundle, MemberEntry
 from beamflow.common.errors import PermanentError, TransientError
 
 

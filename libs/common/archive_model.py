@@ -1,5 +1,5 @@
-"""The archiver's vocabulary, shared by the planner, the backends and the service: what goes into which
-bundle, and what a backend found or wrote. Plain data (pydantic), no I/O.
+"""The archive vocabulary, shared by the archiver (planner, backends) and the pruner (which checks archived
+copies): what goes into which bundle, and what a backend found or wrote. Plain data (pydantic), no I/O.
 """
 
 from __future__ import annotations

@@ -1,1 +1,0 @@
-"""Archive backends behind one interface: a local tar archive (the embedded default) and NERSC HPSS."""
