@@ -170,6 +170,33 @@ class LocalTarArchive:
             raise BundleNotFound(f"no bundle {bundle_path} in the archive {self.name} ({self.root})")
         return path
 
+    def check_members(self, bundle_path: str, files: list[tuple[str, int, str]]) -> list[str]:
+        """Whether the bundle still holds ``files`` (name, size, checksum): listed by the tar itself, in the
+        index with that size and checksum, and their bytes re-read and re-hashed now. Blocking; the pruner's
+        fresh check of an archived copy. Returns the problems, none when every file checks out."""
+        try:
+            path = self._existing(bundle_path)
+        except (BundleNotFound, PathOutsideRoot) as exc:
+            return [str(exc)]
+        index, index_problem = _read_index(path)
+        if index is None:
+            return [f"bundle {bundle_path} has no readable index ({index_problem}); it cannot vouch for its members"]
+        entries, problems = _listing(path, index.header.kind, index)
+        listed = {e.name: e for e in entries}
+        wanted: list[_Entry] = []
+        for name, size, checksum in files:
+            entry, record = listed.get(name), index.records.get(name)
+            if entry is None or record is None:
+                problems.append(f"member {name} is not in bundle {bundle_path}")
+            elif entry.size != size or record.checksum != checksum:
+                problems.append(
+                    f"member {name} in bundle {bundle_path} is not the verified copy ({entry.size} bytes, "
+                    f"{record.checksum}; expected {size} bytes, {checksum})"
+                )
+            else:
+                wanted.append(entry)
+        return problems or _check_data(path, wanted, index)
+
     # -- state -----------------------------------------------------------------------------------------
 
     def _state(self, plan: BundlePlan, deep: bool) -> BundleState:

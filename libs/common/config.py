@@ -249,6 +249,8 @@ def cross_check(config: BeamflowConfig) -> list[str]:
         if bl.archive is not None:
             problems += _check_archive(config, f"{where}.archive", bl.archive, reachable)
     for name, endpoint in config.endpoints.items():
+        if isinstance(endpoint, TarArchiveEndpoint) and endpoint.retention is not None:
+            problems.append(f"endpoints.{name}.retention: bundles in an archive are never pruned; remove it")
         if isinstance(endpoint, TarArchiveEndpoint):
             uses = [
                 f"beamlines.{b}"

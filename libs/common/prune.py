@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from beamflow.common.endpoints import EndpointConfig, FilesystemEndpoint
+from beamflow.common.endpoints import EndpointConfig, FilesystemEndpoint, TarArchiveEndpoint
 from beamflow.common.errors import UnsupportedEndpoint
 from beamflow.common.events import FileCopy
 
@@ -26,8 +26,12 @@ class Deleted:
 
 
 class PruneController(Protocol):
-    def check_copy(self, name: str, endpoint: EndpointConfig, files: list[FileCopy]) -> list[str]:
-        """Problems with the copy at ``endpoint`` (missing, wrong size, wrong checksum); empty if sound."""
+    def check_copy(
+        self, name: str, endpoint: EndpointConfig, files: list[FileCopy], location: str | None = None
+    ) -> list[str]:
+        """Problems with the copy at ``endpoint`` (missing, wrong size, wrong checksum); empty if sound.
+        ``location`` is where the ledger says the copy is when the storage needs more than the paths (the
+        bundle that holds an archived copy)."""
         ...
 
     def check_source(self, name: str, endpoint: EndpointConfig, files: list[FileCopy]) -> list[str]:
@@ -42,6 +46,10 @@ def prune_controller_for(endpoint: EndpointConfig) -> PruneController:
         from beamflow.common.prune_fs import FilesystemPrune
 
         return FilesystemPrune()
+    if isinstance(endpoint, TarArchiveEndpoint):
+        from beamflow.common.prune_tar import TarArchivePrune
+
+        return TarArchivePrune()
     raise UnsupportedEndpoint(
         f"no prune controller for {endpoint.kind} endpoints in this build of beamflow; "
         "nothing was deleted (remove the endpoint's retention rule or install a build with that transport)"

@@ -19,7 +19,9 @@ def _root(endpoint: EndpointConfig) -> FilesystemEndpoint:
 
 
 class FilesystemPrune:
-    def check_copy(self, name: str, endpoint: EndpointConfig, files: list[FileCopy]) -> list[str]:
+    def check_copy(
+        self, name: str, endpoint: EndpointConfig, files: list[FileCopy], location: str | None = None
+    ) -> list[str]:
         root = _root(endpoint).root
         problems: list[str] = []
         for copy in files:

@@ -80,7 +80,12 @@ def evaluate(
         checker = prune_controller_for(config.endpoints[hold.check_endpoint])
         problems += [
             f"3: {p}"
-            for p in checker.check_copy(hold.check_endpoint, config.endpoints[hold.check_endpoint], hold.files)
+            for p in checker.check_copy(
+                hold.check_endpoint,
+                config.endpoints[hold.check_endpoint],
+                hold.files,
+                copy.external_id if copy is not None else None,
+            )
         ]
         pruner = prune_controller_for(config.endpoints[hold.endpoint])
         problems += [f"4: {p}" for p in pruner.check_source(hold.endpoint, config.endpoints[hold.endpoint], hold.files)]
