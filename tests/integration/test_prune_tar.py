@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from beamflow.common.archive_tar import LocalTarArchive
