@@ -30,9 +30,10 @@ lint: $(STAMP)
 	@mkdir -p .beamflow/typecheck/beamflow && ln -sfn ../../../libs/common .beamflow/typecheck/beamflow/common \
 	  && ln -sfn ../../../libs/scicat_local .beamflow/typecheck/beamflow/scicat_local \
 	  && ln -sfn ../../../services/ingestor .beamflow/typecheck/beamflow/ingestor \
-	  && ln -sfn ../../../libs/sfapi_local .beamflow/typecheck/beamflow/sfapi_local
+	  && ln -sfn ../../../libs/sfapi_local .beamflow/typecheck/beamflow/sfapi_local \
+	  && ln -sfn ../../../services/archiver .beamflow/typecheck/beamflow/archiver
 	MYPYPATH=.beamflow/typecheck $(BIN)/mypy -p beamflow.common -p beamflow.scicat_local -p beamflow.ingestor \
-	  -p beamflow.sfapi_local
+	  -p beamflow.sfapi_local -p beamflow.archiver
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -p no:cacheprovider

@@ -1,0 +1,153 @@
+"""Operator commands of the archiver: ``beamflow archive PROPOSAL``, ``beamflow archive ls PROPOSAL`` and
+``beamflow restore SCAN --to ENDPOINT``. Registered through the ``beamflow.commands`` entry point, so the
+core CLI never imports the archiver.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import Annotated
+
+import typer
+from beamflow.archiver.handler import backend_for
+from beamflow.common.archive_config import ArchivePolicy
+from beamflow.common.bus import publish_event
+from beamflow.common.cli_options import DEFAULT_CONFIG, ConfigOption, NatsOption, bus_url, console, load_or_exit
+from beamflow.common.config import BeamflowConfig
+from beamflow.common.endpoints import FilesystemEndpoint
+from beamflow.common.errors import BeamflowError, ScanNotFound
+from beamflow.common.events import ArchiveRequested
+from beamflow.common.ledger import Ledger, ScanRecord
+from rich.table import Table
+
+BeamlineOption = Annotated[str, typer.Option("--beamline", "-b", help="The beamline whose archive this is.")]
+
+
+def _policy(config: BeamflowConfig, beamline: str) -> ArchivePolicy:
+    bl = config.beamlines.get(beamline)
+    if bl is None or bl.archive is None:
+        console.print(f"[red]beamline {beamline!r} has no archive policy in this configuration[/red]")
+        raise typer.Exit(2)
+    return bl.archive
+
+
+def archive(
+    words: Annotated[list[str], typer.Argument(help="PROPOSAL to archive now, or `ls PROPOSAL` to list its bundles.")],
+    beamline: BeamlineOption,
+    cycle: Annotated[str | None, typer.Option(help="Only this beam cycle, e.g. 2026-1 or 2026-2.")] = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+    nats_url: NatsOption = None,
+) -> None:
+    """Archive a proposal's verified copies now (the archiver does it), or list what its bundles hold."""
+    loaded = load_or_exit(config)
+    policy = _policy(loaded, beamline)
+    url = bus_url(loaded, nats_url)
+    try:
+        if words[0] == "ls" and len(words) == 2:
+            console.print(asyncio.run(_listing(url, loaded, beamline, words[1])))
+            return
+        if len(words) != 1:
+            console.print("[red]usage: beamflow archive PROPOSAL | beamflow archive ls PROPOSAL[/red]")
+            raise typer.Exit(2)
+        request = ArchiveRequested(beamline=beamline, proposal=words[0], cycle=cycle)
+        asyncio.run(_request(url, request))
+    except BeamflowError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    console.print(
+        f"archive of {words[0]} ({cycle or 'every cycle'}) requested on {beamline}; the archiver writes to "
+        f"{policy.endpoint}. Follow it with `beamflow archive ls {words[0]} -b {beamline}`"
+    )
+
+
+async def _request(url: str, request: ArchiveRequested) -> None:
+    from beamflow.common.cli_options import operator_bus
+
+    async with operator_bus(url) as js:
+        await publish_event(js, request, url)
+
+
+async def _records(url: str, beamline: str) -> list[ScanRecord]:
+    from beamflow.common.cli_options import operator_bus
+
+    async with operator_bus(url) as js:
+        return await (await Ledger.open(js)).all(beamline=beamline)
+
+
+async def _listing(url: str, config: BeamflowConfig, beamline: str, proposal: str) -> Table:
+    policy = _policy(config, beamline)
+    bundles: dict[str, list[ScanRecord]] = defaultdict(list)
+    waiting = 0
+    for record in await _records(url, beamline):
+        if policy.proposal_of(record.scan_path or "") != proposal:
+            continue
+        copy = record.copies.get(policy.endpoint)
+        if copy is None:
+            waiting += record.copies.get(policy.source) is not None
+            continue
+        bundles[copy.external_id or "?"].append(record)
+    table = Table(
+        title=f"{proposal} on {policy.endpoint}: {len(bundles)} bundle(s); {waiting} verified scan(s) not archived",
+        title_justify="left",
+    )
+    for column in ("bundle", "scans", "members", "bytes", "archived"):
+        table.add_column(column)
+    for bundle, records in sorted(bundles.items()):
+        copies = [r.copies[policy.endpoint] for r in records]
+        table.add_row(
+            bundle,
+            str(len(records)),
+            str(sum(len(c.files) for c in copies)),
+            str(sum(c.bytes for c in copies)),
+            max(c.verified_at for c in copies).isoformat(timespec="seconds"),
+        )
+    return table
+
+
+def restore(
+    scan: Annotated[str, typer.Argument(help="The scan id (see `beamflow status`).")],
+    to: Annotated[str, typer.Option("--to", help="A filesystem endpoint to restore into.")],
+    whole_bundle: Annotated[
+        bool, typer.Option("--whole-bundle", help="Restore every member of the scan's bundle, not only the scan.")
+    ] = False,
+    config: ConfigOption = DEFAULT_CONFIG,
+    nats_url: NatsOption = None,
+) -> None:
+    """Bring a scan's files back from the archive into an endpoint (paths as they were archived)."""
+    loaded = load_or_exit(config)
+    target = loaded.endpoints.get(to)
+    if not isinstance(target, FilesystemEndpoint):
+        console.print(f"[red]--to must name a filesystem endpoint of this configuration, not {to!r}[/red]")
+        raise typer.Exit(2)
+    try:
+        restored = asyncio.run(_restore(bus_url(loaded, nats_url), loaded, scan, target, whole_bundle))
+    except BeamflowError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    for path in restored:
+        console.print(f"restored {path}")
+    console.print(f"{len(restored)} file(s) restored into {to}")
+
+
+async def _restore(
+    url: str, config: BeamflowConfig, scan_id: str, target: FilesystemEndpoint, whole_bundle: bool
+) -> list[object]:
+    from beamflow.common.cli_options import operator_bus
+
+    async with operator_bus(url) as js:
+        record = await (await Ledger.open(js)).get(scan_id)
+    if record is None:
+        raise ScanNotFound(f"no scan {scan_id!r} in the ledger; `beamflow status` lists scan ids")
+    policy = _policy(config, record.beamline)
+    copy = record.copies.get(policy.endpoint)
+    if copy is None or copy.external_id is None:
+        raise ScanNotFound(f"scan {scan_id} is not archived on {policy.endpoint} (see `beamflow status {scan_id}`)")
+    backend = backend_for(config, policy)
+    members = None if whole_bundle else [f.path for f in copy.files]
+    return list(await backend.restore(copy.external_id, members, target.root))
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(archive)
+    app.command()(restore)

@@ -1,0 +1,213 @@
+"""The archiver's handlers: plan bundles for verified copies, write and verify them, then say so.
+
+``scan.moved`` at a beamline's archive source archives that scan at once when the policy is ``per_scan``;
+``archive.request.<beamline>`` (``beamflow archive PROPOSAL``) archives every verified copy the ledger
+knows that no bundle holds yet. Either way: the planner decides the bundles (cycles, parts, limits), the
+backend writes each one that is absent and verifies it by reading its listing back, an existing bundle that
+verifies is left alone, one that does not is reported and never overwritten; then each scan gets a
+``scan.archived`` with its members, and the holds the archive now makes possible are placed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+
+from beamflow.archiver.planning import cycle_of, part_of, plan_archive
+from beamflow.common import holds
+from beamflow.common.archive_backend import ArchiveBackend, BundleUnverified
+from beamflow.common.archive_config import ArchivePolicy
+from beamflow.common.archive_model import BundlePlan, ExistingBundle, MemberFile
+from beamflow.common.archive_tar import LocalTarArchive
+from beamflow.common.config import BeamflowConfig
+from beamflow.common.endpoints import TarArchiveEndpoint, resolve_inside
+from beamflow.common.errors import PermanentError, SourceMissing, UnknownBeamline
+from beamflow.common.events import ArchiveRequested, FileCopy, ScanArchived, ScanMoved
+from beamflow.common.ledger import Ledger
+from beamflow.common.service import Context
+
+
+class NoProposal(PermanentError):
+    """A scan's path names no proposal and the beamline has no default: it cannot be put in a bundle."""
+
+
+def backend_for(config: BeamflowConfig, policy: ArchivePolicy) -> ArchiveBackend:
+    endpoint = config.endpoints[policy.endpoint]
+    assert isinstance(endpoint, TarArchiveEndpoint)  # the config's cross-check guarantees it
+    return LocalTarArchive(endpoint.root)
+
+
+class Archiver:
+    def __init__(self, config: BeamflowConfig) -> None:
+        self.config = config
+        self._ledger: Ledger | None = None
+
+    def _policy(self, beamline: str) -> ArchivePolicy | None:
+        bl = self.config.beamlines.get(beamline)
+        if bl is None:
+            raise UnknownBeamline(f"beamline {beamline!r} is not in this archiver's configuration")
+        return bl.archive
+
+    async def ledger(self, ctx: Context) -> Ledger:
+        if self._ledger is None:
+            self._ledger = await Ledger.open(ctx.js)
+        return self._ledger
+
+    # -- per scan -------------------------------------------------------------------------------------
+
+    async def on_moved(self, ctx: Context, event: ScanMoved) -> None:
+        policy = self._policy(event.beamline)
+        if policy is None or policy.when != "per_scan" or event.destination_endpoint != policy.source:
+            return
+        if event.export_controlled and self.config.endpoints[policy.endpoint].leaves_facility:
+            ctx.log.info("export-controlled: not archived outside the facility")
+            return
+        proposal = self._proposal(policy, event.scan_path or event.files[0].path, event.scan_id)
+        members = self._members(policy, event.scan_id, event.files)
+        await self._archive(ctx, event.beamline, policy, proposal, members)
+
+    # -- on request -------------------------------------------------------------------------------------
+
+    async def on_request(self, ctx: Context, event: ArchiveRequested) -> None:
+        policy = self._policy(event.beamline)
+        if policy is None:
+            raise PermanentError(f"beamline {event.beamline} has no archive policy (beamlines.*.archive)")
+        by_proposal: dict[str, list[MemberFile]] = defaultdict(list)
+        ledger = await self.ledger(ctx)
+        for record in await ledger.all(beamline=event.beamline):
+            copy = record.copies.get(policy.source)
+            if copy is None or policy.endpoint in record.copies:
+                continue  # not copied to the archive's source yet, or already archived
+            proposal = self._proposal(policy, record.scan_path or copy.files[0].path, record.scan_id)
+            if event.proposal is not None and proposal != event.proposal:
+                continue
+            members = self._members(policy, record.scan_id, copy.files)
+            if event.cycle is not None and any(cycle_of(m.mtime).label != event.cycle for m in members):
+                continue
+            by_proposal[proposal] += members
+        if not by_proposal:
+            ctx.log.info("nothing to archive", extra={"proposal": event.proposal, "cycle": event.cycle})
+        for proposal, members in sorted(by_proposal.items()):
+            await self._archive(ctx, event.beamline, policy, proposal, members)
+
+    # -- shared ---------------------------------------------------------------------------------------
+
+    def _proposal(self, policy: ArchivePolicy, scan_path: str, scan_id: str) -> str:
+        proposal = policy.proposal_of(scan_path)
+        if proposal is None:
+            raise NoProposal(
+                f"scan {scan_id} ({scan_path}) matches no proposal with {policy.proposal_pattern!r} and the "
+                "beamline sets no archive.default_proposal; set one (or fix the pattern) and replay"
+            )
+        return proposal
+
+    def _members(self, policy: ArchivePolicy, scan_id: str, files: list[FileCopy]) -> list[MemberFile]:
+        root = self.config.filesystem_root(policy.source)
+        members = []
+        for copy in files:
+            path = resolve_inside(root, copy.path, policy.source)
+            try:
+                mtime = os.stat(path).st_mtime
+            except FileNotFoundError:
+                raise SourceMissing(
+                    f"{copy.path} of scan {scan_id} is no longer on {policy.source}; it cannot be archived from "
+                    "there (restore it, or archive from another copy) and replay"
+                ) from None
+            members.append(
+                MemberFile(path=copy.path, size=copy.size, mtime=mtime, scan_id=scan_id, checksum=copy.checksum)
+            )
+        return members
+
+    async def _archive(
+        self, ctx: Context, beamline: str, policy: ArchivePolicy, proposal: str, members: list[MemberFile]
+    ) -> None:
+        backend = backend_for(self.config, policy)
+        existing = await backend.bundles(beamline, proposal)
+        plans = plan_archive(
+            beamline,
+            proposal,
+            members,
+            existing,
+            part_size=policy.part_size,
+            large_file=policy.large_file,
+        )
+        await self._existing_verify(backend, policy, plans, existing, proposal)
+        planned = {m.path for plan in plans for m in plan.members}
+        archived = list(plans)
+        source_root = self.config.filesystem_root(policy.source)
+        for plan in plans:
+            state = await backend.state(plan)
+            if state.state == "unverified":
+                raise BundleUnverified(
+                    f"{plan.path} already exists on {policy.endpoint} but does not verify ({state.reason}); "
+                    "it was not touched. Inspect it with `beamflow archive ls` before anything else"
+                )
+            if state.state == "absent":
+                await backend.write(plan, source_root)
+                ctx.log.info("bundle written and verified", extra={"bundle": plan.path, "members": len(plan.members)})
+        # Members already in an existing bundle (a re-run) are announced from that bundle.
+        for bundle in existing:
+            mine = [m for m in members if m.path in bundle.members and m.path not in planned]
+            if mine:
+                archived.append(
+                    BundlePlan(
+                        beamline=beamline,
+                        proposal=proposal,
+                        cycle=cycle_of(mine[0].mtime),
+                        directory=bundle.directory,
+                        name=bundle.name,
+                        kind=bundle.kind,
+                        members=mine,
+                    )
+                )
+        await self._announce(ctx, beamline, policy, archived)
+
+    @staticmethod
+    async def _existing_verify(
+        backend: ArchiveBackend,
+        policy: ArchivePolicy,
+        plans: list[BundlePlan],
+        existing: list[ExistingBundle],
+        proposal: str,
+    ) -> None:
+        """A bundle of the same cycle that no longer reads back is reported before a new part joins it."""
+        cycles = {plan.cycle for plan in plans}
+        for bundle in existing:
+            if not any(part_of(proposal, cycle, bundle.name) is not None for cycle in cycles):
+                continue
+            try:
+                await backend.members(f"{bundle.directory}/{bundle.name}")
+            except BundleUnverified as exc:
+                raise BundleUnverified(
+                    f"{bundle.directory}/{bundle.name} on {policy.endpoint} does not verify ({exc}); it was not "
+                    "touched and nothing new was added to its cycle. Inspect it (`beamflow archive ls`) first"
+                ) from None
+
+    async def _announce(self, ctx: Context, beamline: str, policy: ArchivePolicy, plans: list[BundlePlan]) -> None:
+        ledger = await self.ledger(ctx)
+        for plan in plans:
+            by_scan: dict[str, list[MemberFile]] = defaultdict(list)
+            for member in plan.members:
+                by_scan[member.scan_id].append(member)
+            for scan_id, members in sorted(by_scan.items()):
+                files = [
+                    FileCopy(path=m.path, size=m.size, checksum=m.checksum or "", algorithm="xxh3-128") for m in members
+                ]
+                await ctx.publish(
+                    ScanArchived(
+                        scan_id=scan_id,
+                        beamline=beamline,
+                        archive_endpoint=policy.endpoint,
+                        source_endpoint=policy.source,
+                        bundle=plan.path,
+                        members=[m.path for m in members],
+                        files=files,
+                    )
+                )
+                record = await ledger.get(scan_id)
+                holders = set(record.copies) if record is not None else {policy.source}
+                if record is not None and record.endpoint:
+                    holders.add(record.endpoint)
+                await holds.place_after_copy(
+                    ctx.js, ctx.publish, self.config, scan_id, beamline, holders, policy.endpoint, files
+                )
