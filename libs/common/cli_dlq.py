@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -26,11 +25,12 @@ from beamflow.common.cli_options import (
     console,
     load_or_exit,
     operator_bus,
+    out,
 )
 from beamflow.common.deadletters import DeadLetter, DeadLetterFilter, Replayed
 from beamflow.common.errors import BeamflowError, DeadLetterUnreadable
 from nats.js import JetStreamContext
-from rich.console import Console, Group, RenderableType
+from rich.console import Group, RenderableType
 from rich.json import JSON
 from rich.table import Table
 from rich.text import Text
@@ -38,7 +38,6 @@ from rich.text import Text
 T = TypeVar("T")
 
 #: Results go to stdout; piped into a file or another program they keep their full width.
-out = Console(width=None if sys.stdout.isatty() else 200)
 
 REASON_WIDTH = 70
 

@@ -7,6 +7,7 @@ import from here, so an option is spelled and documented once.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated
@@ -19,6 +20,8 @@ from rich.console import Console
 
 #: Messages for the operator (progress, errors) go to stderr; results go to stdout.
 console = Console(stderr=True)
+#: Results (tables, reports) on stdout, wide enough for a pipe or a log file.
+out = Console(width=None if sys.stdout.isatty() else 200)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "config" / "demo.yaml"
 

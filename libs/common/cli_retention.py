@@ -20,8 +20,9 @@ from beamflow.common.cli_options import (
     console,
     load_or_exit,
     operator_bus,
+    out,
 )
-from beamflow.common.cli_status import out, when
+from beamflow.common.cli_status import when
 from beamflow.common.config import BeamflowConfig
 from beamflow.common.durations import parse_duration
 from beamflow.common.errors import BeamflowError, ScanNotFound

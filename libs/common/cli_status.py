@@ -8,7 +8,6 @@ retention hold and its expiry, prunes, failures with their reasons, external ids
 from __future__ import annotations
 
 import asyncio
-import sys
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -21,14 +20,14 @@ from beamflow.common.cli_options import (
     console,
     load_or_exit,
     operator_bus,
+    out,
 )
 from beamflow.common.errors import BeamflowError, ScanNotFound
 from beamflow.common.ledger import SCAN_STATES, Ledger, ScanRecord, ScanState
-from rich.console import Console, Group
+from rich.console import Group
 from rich.table import Table
 
 #: Results go to stdout; piped into a file or another program they keep their full width.
-out = Console(width=None if sys.stdout.isatty() else 200)
 
 
 def when(moment: datetime | None) -> str:

@@ -13,7 +13,16 @@ import typer
 from beamflow.archiver.handler import backend_for
 from beamflow.common.archive_config import ArchivePolicy
 from beamflow.common.bus import publish_event
-from beamflow.common.cli_options import DEFAULT_CONFIG, ConfigOption, NatsOption, bus_url, console, load_or_exit
+from beamflow.common.cli_options import (
+    DEFAULT_CONFIG,
+    ConfigOption,
+    NatsOption,
+    bus_url,
+    console,
+    load_or_exit,
+    operator_bus,
+    out,
+)
 from beamflow.common.config import BeamflowConfig
 from beamflow.common.endpoints import FilesystemEndpoint
 from beamflow.common.errors import BeamflowError, ScanNotFound
@@ -45,7 +54,9 @@ def archive(
     url = bus_url(loaded, nats_url)
     try:
         if words[0] == "ls" and len(words) == 2:
-            console.print(asyncio.run(_listing(url, loaded, beamline, words[1])))
+            summary, table = asyncio.run(_listing(url, loaded, beamline, words[1]))
+            out.print(summary)
+            out.print(table)
             return
         if len(words) != 1:
             console.print("[red]usage: beamflow archive PROPOSAL | beamflow archive ls PROPOSAL[/red]")
@@ -55,27 +66,23 @@ def archive(
     except BeamflowError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
-    console.print(
+    out.print(
         f"archive of {words[0]} ({cycle or 'every cycle'}) requested on {beamline}; the archiver writes to "
         f"{policy.endpoint}. Follow it with `beamflow archive ls {words[0]} -b {beamline}`"
     )
 
 
 async def _request(url: str, request: ArchiveRequested) -> None:
-    from beamflow.common.cli_options import operator_bus
-
     async with operator_bus(url) as js:
         await publish_event(js, request, url)
 
 
 async def _records(url: str, beamline: str) -> list[ScanRecord]:
-    from beamflow.common.cli_options import operator_bus
-
     async with operator_bus(url) as js:
         return await (await Ledger.open(js)).all(beamline=beamline)
 
 
-async def _listing(url: str, config: BeamflowConfig, beamline: str, proposal: str) -> Table:
+async def _listing(url: str, config: BeamflowConfig, beamline: str, proposal: str) -> tuple[str, Table]:
     policy = _policy(config, beamline)
     bundles: dict[str, list[ScanRecord]] = defaultdict(list)
     waiting = 0
@@ -87,10 +94,8 @@ async def _listing(url: str, config: BeamflowConfig, beamline: str, proposal: st
             waiting += record.copies.get(policy.source) is not None
             continue
         bundles[copy.external_id or "?"].append(record)
-    table = Table(
-        title=f"{proposal} on {policy.endpoint}: {len(bundles)} bundle(s); {waiting} verified scan(s) not archived",
-        title_justify="left",
-    )
+    summary = f"{proposal} on {policy.endpoint}: {len(bundles)} bundle(s); {waiting} verified scan(s) not archived"
+    table = Table()
     for column in ("bundle", "scans", "members", "bytes", "archived"):
         table.add_column(column)
     for bundle, records in sorted(bundles.items()):
@@ -102,7 +107,7 @@ async def _listing(url: str, config: BeamflowConfig, beamline: str, proposal: st
             str(sum(c.bytes for c in copies)),
             max(c.verified_at for c in copies).isoformat(timespec="seconds"),
         )
-    return table
+    return summary, table
 
 
 def restore(
@@ -126,15 +131,13 @@ def restore(
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
     for path in restored:
-        console.print(f"restored {path}")
-    console.print(f"{len(restored)} file(s) restored into {to}")
+        out.print(f"restored {path}")
+    out.print(f"{len(restored)} file(s) restored into {to}")
 
 
 async def _restore(
     url: str, config: BeamflowConfig, scan_id: str, target: FilesystemEndpoint, whole_bundle: bool
 ) -> list[object]:
-    from beamflow.common.cli_options import operator_bus
-
     async with operator_bus(url) as js:
         record = await (await Ledger.open(js)).get(scan_id)
     if record is None:
