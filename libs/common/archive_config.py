@@ -18,7 +18,7 @@ GIB = 1024**3
 class ArchivePolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    endpoint: str = Field(description="The archive endpoint (kind: tar).")
+    endpoint: str = Field(description="The archive endpoint (kind: tar, or hpss).")
     source: str = Field(description="The filesystem endpoint whose verified copy is archived (a destination).")
     when: Literal["per_scan", "end_of_cycle", "on_demand"] = Field(
         default="on_demand",

@@ -22,7 +22,7 @@ from beamflow.common import subjects
 from beamflow.common.archive_config import ArchivePolicy
 from beamflow.common.catalog_config import BeamlineCatalog, CatalogConnection
 from beamflow.common.durations import Duration
-from beamflow.common.endpoints import EndpointConfig, FilesystemEndpoint, TarArchiveEndpoint
+from beamflow.common.endpoints import EndpointConfig, FilesystemEndpoint, HpssEndpoint, TarArchiveEndpoint
 from beamflow.common.errors import ConfigError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -249,9 +249,9 @@ def cross_check(config: BeamflowConfig) -> list[str]:
         if bl.archive is not None:
             problems += _check_archive(config, f"{where}.archive", bl.archive, reachable)
     for name, endpoint in config.endpoints.items():
-        if isinstance(endpoint, TarArchiveEndpoint) and endpoint.retention is not None:
+        if isinstance(endpoint, TarArchiveEndpoint | HpssEndpoint) and endpoint.retention is not None:
             problems.append(f"endpoints.{name}.retention: bundles in an archive are never pruned; remove it")
-        if isinstance(endpoint, TarArchiveEndpoint):
+        if isinstance(endpoint, TarArchiveEndpoint | HpssEndpoint):
             uses = [
                 f"beamlines.{b}"
                 for b, bl in config.beamlines.items()
@@ -270,7 +270,7 @@ def _check_archive(config: BeamflowConfig, where: str, policy: ArchivePolicy, re
     target = config.endpoints.get(policy.endpoint)
     if target is None:
         problems.append(f"{where}.endpoint: no endpoint named {policy.endpoint!r} is defined")
-    elif not isinstance(target, TarArchiveEndpoint):
+    elif not isinstance(target, TarArchiveEndpoint | HpssEndpoint):
         problems.append(f"{where}.endpoint: {policy.endpoint!r} is a {target.kind} endpoint, not an archive")
     source = config.endpoints.get(policy.source)
     if source is None:
@@ -341,6 +341,11 @@ def environment_problems(config: BeamflowConfig) -> list[str]:
                 problems.append(f"endpoints.{name}.root: {ep.root} is not a folder on this machine")
             elif not os.access(ep.root, os.R_OK | os.X_OK):
                 problems.append(f"endpoints.{name}.root: {ep.root} is not readable by this user")
+        elif isinstance(ep, HpssEndpoint):
+            for field in ("client_id", "private_key"):
+                ref = getattr(ep, field)
+                if not ref.is_set():
+                    problems.append(f"endpoints.{name}.{field}: {ref.describe()} is not set")
         elif isinstance(ep, GlobusEndpoint):
             for field in ("client_id", "client_secret"):
                 ref = getattr(ep, field)

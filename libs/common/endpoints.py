@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Final, Literal
 from uuid import UUID
@@ -75,7 +76,40 @@ class TarArchiveEndpoint(_Endpoint):
     root: Path
 
 
-EndpointConfig = Annotated[FilesystemEndpoint | GlobusEndpoint | TarArchiveEndpoint, Field(discriminator="kind")]
+class SlurmSettings(BaseModel):
+    """The ``#SBATCH`` directives of an HPSS job (the seed's: ``-q xfer -A als -C cron --licenses=SCRATCH``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    qos: str = "xfer"
+    account: str = "als"
+    constraint: str = "cron"
+    licenses: str = "SCRATCH"
+    time: str = Field(default="12:00:00", description="Walltime, HH:MM:SS.")
+
+
+class HpssEndpoint(_Endpoint):
+    """NERSC HPSS tape, reached by htar/hsi jobs submitted to Slurm through the Superfacility API."""
+
+    kind: Literal["hpss"] = "hpss"
+    root: str = Field(description="HPSS folder beamflow archives under, e.g. /home/a/alsdev/data_mover.")
+    api_base_url: str = Field(description="The Superfacility API, e.g. https://api.nersc.gov/api/v1.2.")
+    token_url: str = Field(description="The OAuth token endpoint of the API's client credentials.")
+    client_id: SecretRef
+    private_key: SecretRef = Field(description="The client's private key: PEM text, or a JSON key file's content.")
+    machine: str = "perlmutter"
+    slurm: SlurmSettings = Field(default_factory=SlurmSettings)
+    source_root: str | None = Field(
+        default=None,
+        description="Where the archive's source endpoint is at the site (default: its root path as configured).",
+    )
+    poll_interval: Duration = Field(default=timedelta(seconds=10), description="How often the job is polled.")
+    job_timeout: Duration = Field(default=timedelta(hours=13), description="Give up on a job after this long.")
+
+
+EndpointConfig = Annotated[
+    FilesystemEndpoint | GlobusEndpoint | TarArchiveEndpoint | HpssEndpoint, Field(discriminator="kind")
+]
 
 
 def check_relative(relpath: str) -> tuple[str, ...]:

@@ -15,13 +15,14 @@ from collections import defaultdict
 
 from beamflow.archiver.planning import cycle_of, part_of, plan_archive
 from beamflow.common import holds
-from beamflow.common.archive_backend import ArchiveBackend, BundleUnverified
+from beamflow.common.archive_backend import ArchiveBackend, BundleExists, BundleUnverified
 from beamflow.common.archive_config import ArchivePolicy
+from beamflow.common.archive_hpss import HpssArchive
 from beamflow.common.archive_model import BundlePlan, ExistingBundle, MemberFile
 from beamflow.common.archive_tar import LocalTarArchive
 from beamflow.common.config import BeamflowConfig
-from beamflow.common.endpoints import TarArchiveEndpoint, resolve_inside
-from beamflow.common.errors import PermanentError, SourceMissing, UnknownBeamline
+from beamflow.common.endpoints import HpssEndpoint, TarArchiveEndpoint, resolve_inside
+from beamflow.common.errors import PermanentError, SourceMissing, UnknownBeamline, UnsupportedEndpoint
 from beamflow.common.events import ArchiveRequested, FileCopy, ScanArchived, ScanMoved
 from beamflow.common.ledger import Ledger
 from beamflow.common.service import Context
@@ -33,8 +34,10 @@ class NoProposal(PermanentError):
 
 def backend_for(config: BeamflowConfig, policy: ArchivePolicy) -> ArchiveBackend:
     endpoint = config.endpoints[policy.endpoint]
+    if isinstance(endpoint, HpssEndpoint):
+        return HpssArchive(endpoint, policy.endpoint, str(config.filesystem_root(policy.source)))
     assert isinstance(endpoint, TarArchiveEndpoint)  # the config's cross-check guarantees it
-    return LocalTarArchive(endpoint.root)
+    return LocalTarArchive(endpoint.root, policy.endpoint)
 
 
 class Archiver:
@@ -123,6 +126,8 @@ class Archiver:
     ) -> None:
         backend = backend_for(self.config, policy)
         existing = await backend.bundles(beamline, proposal)
+        if isinstance(backend, HpssArchive):
+            existing += await self._known_bundles(ctx, beamline, policy, proposal)
         plans = plan_archive(
             beamline,
             proposal,
@@ -143,7 +148,15 @@ class Archiver:
                     "it was not touched. Inspect it with `beamflow archive ls` before anything else"
                 )
             if state.state == "absent":
-                await backend.write(plan, source_root)
+                try:
+                    await backend.write(plan, source_root)
+                except BundleExists:
+                    # Written by an earlier attempt whose answer was lost (a lost job, a crash): keep it if it
+                    # verifies, report it if not; never write it again.
+                    again = await backend.state(plan)
+                    if again.state != "verified":
+                        raise
+
                 ctx.log.info("bundle written and verified", extra={"bundle": plan.path, "members": len(plan.members)})
         # Members already in an existing bundle (a re-run) are announced from that bundle.
         for bundle in existing:
@@ -162,6 +175,25 @@ class Archiver:
                 )
         await self._announce(ctx, beamline, policy, archived)
 
+    async def _known_bundles(
+        self, ctx: Context, beamline: str, policy: ArchivePolicy, proposal: str
+    ) -> list[ExistingBundle]:
+        """The bundles the ledger records for a proposal (for archives that cannot be listed directly)."""
+        members: dict[str, list[str]] = defaultdict(list)
+        for record in await (await self.ledger(ctx)).all(beamline=beamline):
+            copy = record.copies.get(policy.endpoint)
+            if copy is not None and copy.external_id and policy.proposal_of(record.scan_path or "") == proposal:
+                members[copy.external_id] += [f.path for f in copy.files]
+        return [
+            ExistingBundle(
+                directory=path.rsplit("/", 1)[0],
+                name=path.rsplit("/", 1)[1],
+                kind="htar" if path.endswith(".tar") else "hsi",
+                members=names,
+            )
+            for path, names in sorted(members.items())
+        ]
+
     @staticmethod
     async def _existing_verify(
         backend: ArchiveBackend,
@@ -177,6 +209,8 @@ class Archiver:
                 continue
             try:
                 await backend.members(f"{bundle.directory}/{bundle.name}")
+            except UnsupportedEndpoint:
+                continue  # an archive that cannot be listed here: each write job checks its own bundle
             except BundleUnverified as exc:
                 raise BundleUnverified(
                     f"{bundle.directory}/{bundle.name} on {policy.endpoint} does not verify ({exc}); it was not "

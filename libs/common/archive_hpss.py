@@ -1,0 +1,176 @@
+"""NERSC HPSS as an archive backend: every step is a Slurm job, submitted and followed with sfapi-client.
+
+A job's output cannot be read back through the API, so each script checks what it did itself and answers
+with its exit status (the table below); every path in a script is shell-quoted (the seed's scripts broke
+on spaces), and the expected members travel inside the script as a quoted here-document.
+
+- write: ``hsi mkdir -p``, refuse if the bundle exists (never overwrite), ``htar -cvf ... -Hcrc -L list`` (any
+  non-zero exit fails, htar's 70 for skipped names included), then ``htar -tf`` compared name by name and
+  size by size with the plan. An hsi plan is ``hsi cput`` and ``hsi ls -l`` for its size.
+- state: the same comparison on an existing bundle (absent / verified / does not verify).
+
+Exit statuses of our scripts: 0 verified, 3 absent, 4 exists but does not match the plan, 10 the source
+folder is missing at the site, 11 ``hsi mkdir`` failed, 12 the bundle already exists (write refused), any
+other: the tool's own status (htar 70: names skipped).
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Final
+
+from beamflow.common.archive_backend import ArchiveWriteFailed, BundleExists, BundleUnverified
+from beamflow.common.archive_model import BundlePlan, BundleState, ExistingBundle, MemberEntry
+from beamflow.common.endpoints import HpssEndpoint
+from beamflow.common.errors import UnsupportedEndpoint
+
+VERIFIED: Final = 0
+ABSENT: Final = 3
+MISMATCH: Final = 4
+NO_SOURCE: Final = 10
+NO_FOLDER: Final = 11
+EXISTS: Final = 12
+HTAR_SKIPPED: Final = 70
+
+# The htar listing line: "HTAR: -rw-r--r--  user/group       1234 2024-05-01 12:00  name" -> "1234 name";
+# htar's own consistency file (``<tmpdir>/HTAR_CF_CHK_<pid>_<time>``) is listed too and is left out.
+_CONSISTENCY_FILE: Final = r"[ /]HTAR_CF_CHK_[0-9]+_[0-9]+$"
+_LISTING_TO_SIZE_NAME: Final = r"s/^HTAR: -[-rwxsStT]{9}  [^ ]+\/[^ ]+ +([0-9]+) [0-9-]{10} [0-9:]{5}  (.*)$/\1 \2/p"
+
+
+def render(plan: BundlePlan, endpoint: HpssEndpoint, source_root: str, mode: str) -> str:
+    """The Slurm script for ``mode`` ("write" or "state") of ``plan``."""
+    target = f"{endpoint.root.rstrip('/')}/{plan.path}"
+    folder = f"{endpoint.root.rstrip('/')}/{plan.directory}"
+    slurm = endpoint.slurm
+    expected = "\n".join(f"{m.size} {m.path}" for m in sorted(plan.members, key=lambda m: m.path))
+    q = shlex.quote
+    lines = [
+        "#!/bin/bash",
+        f"#SBATCH -q {slurm.qos}",
+        f"#SBATCH -A {slurm.account}",
+        f"#SBATCH -C {slurm.constraint}",
+        f"#SBATCH --licenses={slurm.licenses}",
+        f"#SBATCH -t {slurm.time}",
+        f"#SBATCH -J beamflow-{mode}-{plan.name[:40]}",
+        "set -u",
+        f"cd {q(source_root)} || exit {NO_SOURCE}",
+        "work=$(mktemp -d) && trap 'rm -rf \"$work\"' EXIT",
+        "cat > \"$work/expected\" <<'BEAMFLOW_MEMBERS_END'",
+        expected,
+        "BEAMFLOW_MEMBERS_END",
+        'sort "$work/expected" > "$work/want"',
+    ]
+    if plan.kind == "htar":
+        check = [
+            f'htar -tf {q(target)} > "$work/listing" 2>/dev/null || exit {MISMATCH}',
+            f'sed -nE {q(_LISTING_TO_SIZE_NAME)} "$work/listing" | grep -vE {q(_CONSISTENCY_FILE)} | sort > "$work/got"',
+            f'cmp -s "$work/want" "$work/got" || exit {MISMATCH}',
+        ]
+        store = [
+            'cut -d\' \' -f2- "$work/expected" > "$work/members"',
+            f'htar -cvf {q(target)} -Hcrc -L "$work/members"; status=$?',
+            '[ "$status" -eq 0 ] || exit "$status"',
+        ]
+    else:
+        member = plan.members[0]
+        check = [
+            f'hsi -q ls -l {q(target)} > "$work/listing" 2>&1 || exit {MISMATCH}',
+            f'grep -qE {q(f" {member.size} ")} "$work/listing" || exit {MISMATCH}',
+        ]
+        store = [f"hsi -q cput {q(member.path)} : {q(target)} || exit $?"]
+    exists = f"hsi -q ls {q(target)} > /dev/null 2>&1"
+    if mode == "state":
+        lines += [f"{exists} || exit {ABSENT}", *check, f"exit {VERIFIED}"]
+    else:
+        lines += [
+            f"hsi -q mkdir -p {q(folder)} || exit {NO_FOLDER}",
+            f"{exists} && exit {EXISTS}",
+            *store,
+            *check,
+            f"exit {VERIFIED}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+class HpssArchive:
+    """``ArchiveBackend`` on NERSC HPSS. ``source_root`` is where the archived copies are at the site."""
+
+    def __init__(self, endpoint: HpssEndpoint, name: str, source_root: str) -> None:
+        self.endpoint = endpoint
+        self.name = name
+        self.source_root = endpoint.source_root or source_root
+
+    async def _run(self, script: str, what: str) -> int:
+        """Submit ``script``, follow it to the end, and return its exit status (a failed job included)."""
+        from sfapi_client import AsyncClient, SfApiError
+        from sfapi_client.compute import Machine
+        from sfapi_client.jobs import JobState
+
+        timeout = int(self.endpoint.job_timeout.total_seconds())
+        try:
+            async with AsyncClient(
+                client_id=self.endpoint.client_id.resolve().get_secret_value(),
+                secret=self.endpoint.private_key.resolve().get_secret_value(),
+                api_base_url=self.endpoint.api_base_url,
+                token_url=self.endpoint.token_url,
+                wait_interval=max(1, int(self.endpoint.poll_interval.total_seconds())),
+            ) as client:
+                machine = await client.compute(Machine(self.endpoint.machine))
+                job = await machine.submit_job(script)
+                try:
+                    await job.complete(timeout=timeout)
+                except TimeoutError:
+                    await job.cancel()
+                    raise ArchiveWriteFailed(
+                        f"{what}: Slurm job {job.jobid} did not finish within {timeout} s; it was cancelled"
+                    ) from None
+                accounting = await machine.job(job.jobid)
+        except SfApiError as exc:
+            raise ArchiveWriteFailed(f"{what}: NERSC's API said: {exc}; retrying") from None
+        if job.state != JobState.COMPLETED and not accounting.exitcode:
+            raise ArchiveWriteFailed(f"{what}: Slurm job {job.jobid} ended {job.state} without an exit status")
+        return int(str(accounting.exitcode or "0:0").split(":")[0])
+
+    async def state(self, plan: BundlePlan) -> BundleState:
+        status = await self._run(render(plan, self.endpoint, self.source_root, "state"), f"checking {plan.path}")
+        if status == VERIFIED:
+            return BundleState(state="verified", members=[MemberEntry(name=m.path, size=m.size) for m in plan.members])
+        if status == ABSENT:
+            return BundleState(state="absent")
+        if status == MISMATCH:
+            return BundleState(
+                state="unverified", reason=f"htar's listing of {plan.path} does not match the planned members"
+            )
+        raise ArchiveWriteFailed(f"checking {plan.path} on {self.name}: the job exited {status}; retrying")
+
+    async def write(self, plan: BundlePlan, source_root: Path) -> BundleState:
+        status = await self._run(render(plan, self.endpoint, self.source_root, "write"), f"writing {plan.path}")
+        if status == VERIFIED:
+            return BundleState(state="verified", members=[MemberEntry(name=m.path, size=m.size) for m in plan.members])
+        if status == EXISTS:
+            raise BundleExists(f"{plan.path} already exists on {self.name}; it was not overwritten")
+        if status == MISMATCH:
+            raise BundleUnverified(
+                f"{plan.path} was written on {self.name} but htar's listing does not hold every planned member "
+                "with its size; it is left for inspection and nothing is announced"
+            )
+        if status == HTAR_SKIPPED:
+            raise BundleUnverified(
+                f"htar skipped members of {plan.path} (exit 70, although it printed HTAR SUCCESSFUL): names too "
+                "long for its headers; the bundle is incomplete and nothing is announced"
+            )
+        if status == NO_SOURCE:
+            raise ArchiveWriteFailed(f"the source folder {self.source_root} is not there at NERSC; retrying")
+        raise ArchiveWriteFailed(f"writing {plan.path} on {self.name}: the job exited {status}; retrying")
+
+    async def bundles(self, beamline: str, proposal: str) -> list[ExistingBundle]:
+        # A job's output cannot be read through the API: the archiver knows the bundles from the ledger.
+        return []
+
+    async def members(self, bundle_path: str) -> list[MemberEntry]:
+        raise UnsupportedEndpoint(f"listing {bundle_path} on HPSS is not built yet; the ledger lists its members")
+
+    async def restore(self, bundle_path: str, members: list[str] | None, destination: Path) -> list[Path]:
+        raise UnsupportedEndpoint(f"restoring from HPSS is not built yet ({bundle_path})")

@@ -1,0 +1,93 @@
+"""The archiver's NERSC HPSS backend end to end: the unmodified sfapi-client submits its htar/hsi scripts to
+the SFAPI stand-in, which runs them under a real Slurm with the htar/hsi stand-ins on a folder playing HPSS.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from beamflow.archiver.service import build as build_archiver
+from beamflow.common.archive_config import ArchivePolicy
+from beamflow.common.config import BeamflowConfig
+from beamflow.common.endpoints import HpssEndpoint
+from beamflow.common.events import ScanArchived
+from beamflow.common.natsserver import EmbeddedNats
+from beamflow.common.secrets import SecretRef
+from beamflow.common.testing import harness, test_config, wait_for_record
+from beamflow.ledger.service import build as build_ledger
+from beamflow.mover.service import build as build_mover
+from beamflow.sfapi_local.testing import LocalNersc
+from tests.integration.test_mover import announce, write
+
+pytestmark = pytest.mark.timeout(180)
+PROPOSAL = "ALS-11123"
+ARCHIVE_ROOT = "/home/a/alsdev/beamflow"
+
+
+@pytest.fixture
+def hpss_config(tmp_path: Path, nersc: LocalNersc, monkeypatch: pytest.MonkeyPatch) -> BeamflowConfig:
+    monkeypatch.setenv("TEST_SFAPI_CLIENT_ID", nersc.credentials.client_id)
+    monkeypatch.setenv("TEST_SFAPI_KEY", nersc.credentials.secret)
+    base = test_config(tmp_path, max_deliver=2, backoff=[timedelta(milliseconds=200)], ack_wait=timedelta(seconds=60))
+    hpss = HpssEndpoint(
+        root=f"{ARCHIVE_ROOT}/{tmp_path.name}",
+        api_base_url=nersc.api_base_url,
+        token_url=nersc.token_url,
+        client_id=SecretRef(env="TEST_SFAPI_CLIENT_ID"),
+        private_key=SecretRef(env="TEST_SFAPI_KEY"),
+        poll_interval=timedelta(seconds=1),
+        job_timeout=timedelta(seconds=120),
+        leaves_facility=True,
+    )
+    policy = ArchivePolicy(endpoint="hpss", source="data", when="per_scan")
+    beamline = base.beamlines["bl832"].model_copy(update={"archive": policy})
+    return base.model_copy(update={"endpoints": {**base.endpoints, "hpss": hpss}, "beamlines": {"bl832": beamline}})
+
+
+def htar_listing(nersc: LocalNersc, bundle: str) -> list[str]:
+    done = subprocess.run(["htar", "-tf", bundle], env=nersc.tool_env, capture_output=True, text=True, check=True)
+    names = [line.rsplit("  ", 1)[1] for line in done.stdout.splitlines() if line.startswith("HTAR: -")]
+    return [name for name in names if "HTAR_CF_CHK_" not in name]  # htar's own consistency file
+
+
+async def test_a_scan_is_archived_to_hpss_by_a_slurm_job_and_verified_with_htar(
+    tmp_path: Path, nersc: LocalNersc, hpss_config: BeamflowConfig, nats_server: EmbeddedNats
+) -> None:
+    write(tmp_path / f"source/{PROPOSAL}/2026/tomo 1.h5", os.urandom(100_000))  # a space: quoting matters
+    services = (build_mover(hpss_config), build_ledger(hpss_config), build_archiver(hpss_config))
+    async with harness(hpss_config, nats_server.url, *services) as (bus, events):
+        scan = announce(tmp_path / "source", "bl832", [f"{PROPOSAL}/2026/tomo 1.h5"])
+        await bus.publish(scan)
+        await events.wait_for(lambda c: len(c.moved) == 1, timeout=30)
+        moved_at = time.monotonic()
+        await events.wait_for(lambda c: len(c.of(ScanArchived)) + len(c.failed) >= 1, timeout=120)
+        seconds = time.monotonic() - moved_at
+        record = await wait_for_record(bus.js, scan.scan_id, lambda r: "hpss" in r.copies)
+    assert not events.failed, events.failed[0].reason
+    [archived] = events.of(ScanArchived)
+    bundle = f"{ARCHIVE_ROOT}/{tmp_path.name}/{archived.bundle}"
+    assert htar_listing(nersc, bundle) == [f"{PROPOSAL}/2026/tomo 1.h5"]
+    assert record.copies["hpss"].external_id == archived.bundle
+    print(f"scan.moved -> scan.archived through two Slurm jobs: {seconds:.1f} s")
+
+
+async def test_a_failing_job_fails_the_step_with_its_reason_and_nothing_is_announced(
+    tmp_path: Path, nersc: LocalNersc, hpss_config: BeamflowConfig, nats_server: EmbeddedNats
+) -> None:
+    # A file where the bundle's folder must go: `hsi mkdir -p` fails inside the job.
+    blocker = nersc.hpss_root / f"{ARCHIVE_ROOT.lstrip('/')}/{tmp_path.name}/bl832"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_bytes(b"in the way")
+    write(tmp_path / f"source/{PROPOSAL}/2026/tomo_2.h5", os.urandom(1000))
+    services = (build_mover(hpss_config), build_ledger(hpss_config), build_archiver(hpss_config))
+    async with harness(hpss_config, nats_server.url, *services) as (bus, events):
+        await bus.publish(announce(tmp_path / "source", "bl832", [f"{PROPOSAL}/2026/tomo_2.h5"]))
+        await events.wait_for(lambda c: len(c.failed) == 1, timeout=120)
+    [dead] = events.failed
+    assert dead.service == "archiver" and "exited 11" in dead.reason, dead.reason
+    assert not events.of(ScanArchived)
