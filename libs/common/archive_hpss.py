@@ -65,7 +65,8 @@ def render(plan: BundlePlan, endpoint: HpssEndpoint, source_root: str, mode: str
     if plan.kind == "htar":
         check = [
             f'htar -tf {q(target)} > "$work/listing" 2>/dev/null || exit {MISMATCH}',
-            f'sed -nE {q(_LISTING_TO_SIZE_NAME)} "$work/listing" | grep -vE {q(_CONSISTENCY_FILE)} | sort > "$work/got"',
+            f'sed -nE {q(_LISTING_TO_SIZE_NAME)} "$work/listing" '
+            f'| grep -vE {q(_CONSISTENCY_FILE)} | sort > "$work/got"',
             f'cmp -s "$work/want" "$work/got" || exit {MISMATCH}',
         ]
         store = [
