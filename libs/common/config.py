@@ -275,7 +275,12 @@ def _check_archive(config: BeamflowConfig, where: str, policy: ArchivePolicy, re
     source = config.endpoints.get(policy.source)
     if source is None:
         problems.append(f"{where}.source: no endpoint named {policy.source!r} is defined")
-    elif not isinstance(source, FilesystemEndpoint):
+    elif isinstance(target, HpssEndpoint) and not isinstance(source, FilesystemEndpoint) and not target.source_root:
+        problems.append(
+            f"{where}.source: {policy.source!r} is not a filesystem here, so endpoints.{policy.endpoint}.source_root "
+            "must say where its copies are at the site"
+        )
+    elif not isinstance(target, HpssEndpoint) and not isinstance(source, FilesystemEndpoint):
         problems.append(f"{where}.source: the archiver reads from a filesystem endpoint; {policy.source!r} is not")
     elif policy.source not in reachable:
         problems.append(f"{where}.source: {policy.source!r} never holds this beamline's scans")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from pathlib import Path
 
 from beamflow.archiver.planning import cycle_of, part_of, plan_archive
 from beamflow.common import holds
@@ -21,7 +22,7 @@ from beamflow.common.archive_hpss import HpssArchive
 from beamflow.common.archive_model import BundlePlan, ExistingBundle, MemberFile
 from beamflow.common.archive_tar import LocalTarArchive
 from beamflow.common.config import BeamflowConfig
-from beamflow.common.endpoints import HpssEndpoint, TarArchiveEndpoint, resolve_inside
+from beamflow.common.endpoints import FilesystemEndpoint, HpssEndpoint, TarArchiveEndpoint, resolve_inside
 from beamflow.common.errors import PermanentError, SourceMissing, UnknownBeamline, UnsupportedEndpoint
 from beamflow.common.events import ArchiveRequested, FileCopy, ScanArchived, ScanMoved
 from beamflow.common.ledger import Ledger
@@ -35,7 +36,8 @@ class NoProposal(PermanentError):
 def backend_for(config: BeamflowConfig, policy: ArchivePolicy) -> ArchiveBackend:
     endpoint = config.endpoints[policy.endpoint]
     if isinstance(endpoint, HpssEndpoint):
-        return HpssArchive(endpoint, policy.endpoint, str(config.filesystem_root(policy.source)))
+        source = config.endpoints[policy.source]
+        return HpssArchive(endpoint, policy.endpoint, str(source.root))
     assert isinstance(endpoint, TarArchiveEndpoint)  # the config's cross-check guarantees it
     return LocalTarArchive(endpoint.root, policy.endpoint)
 
@@ -66,7 +68,7 @@ class Archiver:
             ctx.log.info("export-controlled: not archived outside the facility")
             return
         proposal = self._proposal(policy, event.scan_path or event.files[0].path, event.scan_id)
-        members = self._members(policy, event.scan_id, event.files)
+        members = await self._members(ctx, policy, event.scan_id, event.files)
         await self._archive(ctx, event.beamline, policy, proposal, members)
 
     # -- on request -------------------------------------------------------------------------------------
@@ -84,7 +86,7 @@ class Archiver:
             proposal = self._proposal(policy, record.scan_path or copy.files[0].path, record.scan_id)
             if event.proposal is not None and proposal != event.proposal:
                 continue
-            members = self._members(policy, record.scan_id, copy.files)
+            members = await self._members(ctx, policy, record.scan_id, copy.files)
             if event.cycle is not None and any(cycle_of(m.mtime).label != event.cycle for m in members):
                 continue
             by_proposal[proposal] += members
@@ -104,18 +106,28 @@ class Archiver:
             )
         return proposal
 
-    def _members(self, policy: ArchivePolicy, scan_id: str, files: list[FileCopy]) -> list[MemberFile]:
-        root = self.config.filesystem_root(policy.source)
+    async def _members(
+        self, ctx: Context, policy: ArchivePolicy, scan_id: str, files: list[FileCopy]
+    ) -> list[MemberFile]:
+        """The scan's files as archive members. Their mtimes (which decide the beam cycle) come from the
+        ledger (as detected), or from the source copy when it is a filesystem here."""
+        record = await (await self.ledger(ctx)).get(scan_id)
+        detected = {f.path: f.mtime for f in record.files} if record is not None else {}
+        source = self.config.endpoints[policy.source]
         members = []
         for copy in files:
-            path = resolve_inside(root, copy.path, policy.source)
-            try:
-                mtime = os.stat(path).st_mtime
-            except FileNotFoundError:
-                raise SourceMissing(
-                    f"{copy.path} of scan {scan_id} is no longer on {policy.source}; it cannot be archived from "
-                    "there (restore it, or archive from another copy) and replay"
-                ) from None
+            mtime = detected.get(copy.path)
+            if mtime is None and isinstance(source, FilesystemEndpoint):
+                path = resolve_inside(source.root, copy.path, policy.source)
+                try:
+                    mtime = os.stat(path).st_mtime
+                except FileNotFoundError:
+                    raise SourceMissing(
+                        f"{copy.path} of scan {scan_id} is no longer on {policy.source}; it cannot be archived "
+                        "from there (restore it, or archive from another copy) and replay"
+                    ) from None
+            if mtime is None:
+                raise PermanentError(f"no modification time known for {copy.path} of scan {scan_id}")
             members.append(
                 MemberFile(path=copy.path, size=copy.size, mtime=mtime, scan_id=scan_id, checksum=copy.checksum)
             )
@@ -139,7 +151,7 @@ class Archiver:
         await self._existing_verify(backend, policy, plans, existing, proposal)
         planned = {m.path for plan in plans for m in plan.members}
         archived = list(plans)
-        source_root = self.config.filesystem_root(policy.source)
+        source_root = Path(str(self.config.endpoints[policy.source].root))
         for plan in plans:
             state = await backend.state(plan)
             if state.state == "unverified":
