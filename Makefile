@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell $(PYTHON) -c "import hashlib,sys;print(hashlib.sha1(open('pyproject.toml','rb').read()).hexdigest()[:12])")
 
-.PHONY: demo test install lint typecheck bench bench-pipeline bench-copy bench-memory bench-status bench-prune bench-ingest bench-thumbnails clean help
+.PHONY: demo test install lint typecheck bench bench-pipeline bench-copy bench-memory bench-status bench-prune bench-ingest bench-thumbnails bench-archive clean help
 
 help:
 	@echo "make demo   - create .venv, install beamflow, run the demo on the embedded NATS server"
@@ -38,7 +38,7 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -p no:cacheprovider
 
-bench: bench-copy bench-pipeline bench-memory bench-status bench-prune bench-ingest bench-thumbnails
+bench: bench-copy bench-pipeline bench-memory bench-status bench-prune bench-ingest bench-thumbnails bench-archive
 
 bench-pipeline: $(STAMP)
 	$(BIN)/python bench/pipeline.py
@@ -60,6 +60,9 @@ bench-ingest: $(STAMP)
 
 bench-thumbnails: $(STAMP)
 	$(BIN)/python bench/thumbnails.py
+
+bench-archive: $(STAMP)
+	$(BIN)/python bench/archive.py
 
 clean:
 	rm -rf $(VENV) .beamflow build *.egg-info
