@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from beamflow.archiver.handler import backend_for
+from beamflow.archiver.planning import parse_cycle
 from beamflow.common.archive_config import ArchivePolicy
 from beamflow.common.bus import publish_event
 from beamflow.common.cli_options import (
@@ -51,6 +52,12 @@ def archive(
     """Archive a proposal's verified copies now (the archiver does it), or list what its bundles hold."""
     loaded = load_or_exit(config)
     policy = _policy(loaded, beamline)
+    if cycle is not None:
+        try:
+            parse_cycle(cycle)
+        except ValueError as exc:
+            console.print(f"[red]--cycle: {exc}[/red]")
+            raise typer.Exit(2) from None
     url = bus_url(loaded, nats_url)
     try:
         if words[0] == "ls" and len(words) == 2:

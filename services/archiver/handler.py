@@ -140,25 +140,28 @@ class Archiver:
         existing = await backend.bundles(beamline, proposal)
         if isinstance(backend, HpssArchive):
             existing += await self._known_bundles(ctx, beamline, policy, proposal)
-        plans = plan_archive(
-            beamline,
-            proposal,
-            members,
-            existing,
-            part_size=policy.part_size,
-            large_file=policy.large_file,
-        )
+        plans = self._plan(beamline, policy, proposal, members, existing)
         await self._existing_verify(backend, policy, plans, existing, proposal)
-        planned = {m.path for plan in plans for m in plan.members}
-        archived = list(plans)
         source_root = Path(str(self.config.endpoints[policy.source].root))
-        for plan in plans:
+        done: list[BundlePlan] = []
+        while plans:
+            plan = plans.pop(0)
             state = await backend.state(plan)
             if state.state == "unverified":
-                raise BundleUnverified(
-                    f"{plan.path} already exists on {policy.endpoint} but does not verify ({state.reason}); "
-                    "it was not touched. Inspect it with `beamflow archive ls` before anything else"
+                if not isinstance(backend, HpssArchive) or any(b.name == plan.name for b in existing):
+                    raise BundleUnverified(
+                        f"{plan.path} already exists on {policy.endpoint} but does not verify ({state.reason}); "
+                        "it was not touched. Inspect it with `beamflow archive ls` before anything else"
+                    )
+                # HPSS cannot be listed, and the ledger may not have folded a bundle written moments ago:
+                # a name that turns out taken is immutable, so the rest is planned again after it.
+                ctx.log.warning(
+                    "bundle name already taken on the archive; planning after it", extra={"bundle": plan.path}
                 )
+                existing.append(ExistingBundle(directory=plan.directory, name=plan.name, kind=plan.kind, members=[]))
+                rest = [m for p in [plan, *plans] for m in p.members]
+                plans = self._plan(beamline, policy, proposal, rest, existing)
+                continue
             if state.state == "absent":
                 try:
                     await backend.write(plan, source_root)
@@ -168,8 +171,10 @@ class Archiver:
                     again = await backend.state(plan)
                     if again.state != "verified":
                         raise
-
                 ctx.log.info("bundle written and verified", extra={"bundle": plan.path, "members": len(plan.members)})
+            done.append(plan)
+        planned = {m.path for plan in done for m in plan.members}
+        archived = list(done)
         # Members already in an existing bundle (a re-run) are announced from that bundle.
         for bundle in existing:
             mine = [m for m in members if m.path in bundle.members and m.path not in planned]
@@ -187,6 +192,18 @@ class Archiver:
                 )
         await self._announce(ctx, beamline, policy, archived)
 
+    @staticmethod
+    def _plan(
+        beamline: str,
+        policy: ArchivePolicy,
+        proposal: str,
+        members: list[MemberFile],
+        existing: list[ExistingBundle],
+    ) -> list[BundlePlan]:
+        return plan_archive(
+            beamline, proposal, members, existing, part_size=policy.part_size, large_file=policy.large_file
+        )
+
     async def _known_bundles(
         self, ctx: Context, beamline: str, policy: ArchivePolicy, proposal: str
     ) -> list[ExistingBundle]:
@@ -194,7 +211,8 @@ class Archiver:
         members: dict[str, list[str]] = defaultdict(list)
         for record in await (await self.ledger(ctx)).all(beamline=beamline):
             copy = record.copies.get(policy.endpoint)
-            if copy is not None and copy.external_id and policy.proposal_of(record.scan_path or "") == proposal:
+            scan_path = record.scan_path or (copy.files[0].path if copy is not None else "")
+            if copy is not None and copy.external_id and policy.proposal_of(scan_path) == proposal:
                 members[copy.external_id] += [f.path for f in copy.files]
         return [
             ExistingBundle(
