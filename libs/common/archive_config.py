@@ -7,8 +7,10 @@ as the check endpoint of the copies it protects: NERSC CFS is pruned only once a
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Literal
 
+from beamflow.common.durations import Duration
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 TIB = 1024**4
@@ -31,6 +33,10 @@ class ArchivePolicy(BaseModel):
     )
     default_proposal: str | None = Field(
         default=None, description="For scans whose path does not match; unset = such scans are dead-lettered."
+    )
+    after_cycle: Duration = Field(
+        default=timedelta(days=1),
+        description="end_of_cycle: how long after the cycle's last day the archive runs (late copies settle).",
     )
     part_size: int = Field(default=2 * TIB, gt=0, description="Bytes per bundle before the next _partN.")
     large_file: int = Field(default=65 * GIB, gt=0, description="Files above this go to the archive on their own.")

@@ -250,6 +250,36 @@ class ArchiveRequested(Event):
         return f"archive:{self.beamline}:{self.proposal}:{self.cycle}:{self.occurred_at.isoformat()}"
 
 
+class ArchiveScheduled(Event):
+    """An archive request the server publishes itself at ``due`` (a JetStream message schedule): the
+    end-of-cycle archive of a beamline. Stored on ``archive.schedule.<beamline>.<cycle>``; at ``due`` the
+    server publishes ``request`` on ``archive.request.<beamline>``. Placing it again only replaces it."""
+
+    stage: ClassVar[str] = subjects.ARCHIVE
+    stream: ClassVar[str] = subjects.ARCHIVE_STREAM
+
+    scan_id: str | None = None  # type: ignore[assignment]
+    cycle: str
+    due: datetime
+    request: ArchiveRequested
+
+    def subject(self) -> str:
+        return subjects.archive_schedule_subject(self.beamline, self.cycle)
+
+    def msg_id(self) -> str:
+        return f"archive-schedule:{self.beamline}:{self.cycle}"
+
+    def to_json(self) -> bytes:
+        # The server publishes the schedule's body as is: it must be the request the archiver consumes.
+        return self.request.to_json()
+
+    def extra_headers(self) -> dict[str, str]:
+        return {
+            hdr.SCHEDULE: f"@at {_rfc3339(self.due)}",
+            hdr.SCHEDULE_TARGET: self.request.subject(),
+        }
+
+
 class RetentionHold(Event):
     """The scan stays on ``endpoint`` until ``expires_at``; after that it may be pruned there, if the copy
     at ``check_endpoint`` (``files``, as verified) still checks out.

@@ -20,6 +20,7 @@ LEDGER_BUCKET: Final = "LEDGER"
 ARCHIVE_STREAM: Final = "ARCHIVES"
 ARCHIVE: Final = "archive"
 ARCHIVE_REQUEST: Final = "request"
+ARCHIVE_SCHEDULE: Final = "schedule"
 
 HOLD: Final = "hold"
 #: ``hold.set.<beamline>.<scan_id>.<endpoint>``: the pending hold (a message schedule; replaced to extend).
@@ -79,3 +80,7 @@ def max_deliveries_advisory(stream: str, consumer: str) -> str:
 
 def archive_request_subject(beamline: str) -> str:
     return f"{ARCHIVE}.{ARCHIVE_REQUEST}.{beamline}"
+
+
+def archive_schedule_subject(beamline: str, cycle: str) -> str:
+    return f"{ARCHIVE}.{ARCHIVE_SCHEDULE}.{beamline}.{cycle}"

@@ -14,7 +14,7 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from beamflow.archiver.planning import cycle_of, part_of, plan_archive
+from beamflow.archiver.planning import cycle_bounds, cycle_of, part_of, plan_archive
 from beamflow.common import holds
 from beamflow.common.archive_backend import ArchiveBackend, BundleExists, BundleUnverified
 from beamflow.common.archive_config import ArchivePolicy
@@ -24,7 +24,7 @@ from beamflow.common.archive_tar import LocalTarArchive
 from beamflow.common.config import BeamflowConfig
 from beamflow.common.endpoints import FilesystemEndpoint, HpssEndpoint, TarArchiveEndpoint, resolve_inside
 from beamflow.common.errors import PermanentError, SourceMissing, UnknownBeamline, UnsupportedEndpoint
-from beamflow.common.events import ArchiveRequested, FileCopy, ScanArchived, ScanMoved
+from beamflow.common.events import ArchiveRequested, ArchiveScheduled, FileCopy, ScanArchived, ScanMoved
 from beamflow.common.ledger import Ledger
 from beamflow.common.service import Context
 
@@ -62,7 +62,10 @@ class Archiver:
 
     async def on_moved(self, ctx: Context, event: ScanMoved) -> None:
         policy = self._policy(event.beamline)
-        if policy is None or policy.when != "per_scan" or event.destination_endpoint != policy.source:
+        if policy is None or event.destination_endpoint != policy.source or policy.when == "on_demand":
+            return
+        if policy.when == "end_of_cycle":
+            await self._schedule_cycle_end(ctx, event, policy)
             return
         if event.export_controlled and self.config.endpoints[policy.endpoint].leaves_facility:
             ctx.log.info("export-controlled: not archived outside the facility")
@@ -70,6 +73,22 @@ class Archiver:
         proposal = self._proposal(policy, event.scan_path or event.files[0].path, event.scan_id)
         members = await self._members(ctx, policy, event.scan_id, event.files)
         await self._archive(ctx, event.beamline, policy, proposal, members)
+
+    async def _schedule_cycle_end(self, ctx: Context, event: ScanMoved, policy: ArchivePolicy) -> None:
+        """Make sure the archive of this scan's cycle is scheduled (a message schedule: no cron, no timer)."""
+        members = await self._members(ctx, policy, event.scan_id, event.files)
+        for cycle in sorted({cycle_of(m.mtime) for m in members}, key=lambda c: (c.year, c.number)):
+            _, ends = cycle_bounds(cycle)
+            schedule = ArchiveScheduled(
+                beamline=event.beamline,
+                cycle=cycle.label,
+                due=ends + policy.after_cycle,
+                request=ArchiveRequested(beamline=event.beamline, cycle=cycle.label, requested_by="end of cycle"),
+            )
+            await ctx.publish(schedule)
+            ctx.log.info(
+                "end-of-cycle archive scheduled", extra={"cycle": cycle.label, "due": schedule.due.isoformat()}
+            )
 
     # -- on request -------------------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from beamflow.archiver.handler import Archiver
 from beamflow.common import subjects
 from beamflow.common.config import BeamflowConfig
-from beamflow.common.events import ArchiveRequested, RetentionHold, ScanArchived, ScanMoved
+from beamflow.common.events import ArchiveRequested, ArchiveScheduled, RetentionHold, ScanArchived, ScanMoved
 from beamflow.common.service import Handler, Service
 
 
@@ -19,7 +19,7 @@ def build(config: BeamflowConfig) -> Service:
                 subject=subjects.stage_filter(subjects.MOVED),
                 event=ScanMoved,
                 handle=archiver.on_moved,
-                publishes=(ScanArchived, RetentionHold),
+                publishes=(ScanArchived, RetentionHold, ArchiveScheduled),
             ),
             Handler(
                 name="archive-request",

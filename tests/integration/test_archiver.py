@@ -6,6 +6,7 @@ the bus; what the ledger records is read from its bucket.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from datetime import timedelta
@@ -22,6 +23,7 @@ from beamflow.common.natsserver import EmbeddedNats
 from beamflow.common.testing import harness, test_config, wait_for_record
 from beamflow.ledger.service import build as build_ledger
 from beamflow.mover.service import build as build_mover
+from nats.js.errors import NotFoundError
 from tests.integration.test_mover import announce, write
 
 PROPOSAL = "ALS-11123"
@@ -117,3 +119,34 @@ async def test_an_existing_bundle_that_does_not_verify_is_reported_and_never_ove
     assert dead.service == "archiver" and "does not verify" in dead.reason
     assert squatter.read_bytes() == b"not a tar archive at all"
     assert not events.of(ScanArchived)
+
+
+async def test_end_of_cycle_policy_schedules_the_cycles_archive_on_the_server(
+    tmp_path: Path, nats_server: EmbeddedNats
+) -> None:
+    # Scans of a cycle that has ended: the schedule the archiver places is already due, so the server fires
+    # it at once and the archive runs; nothing in our processes keeps a timer.
+    from datetime import datetime
+
+    from beamflow.archiver.planning import FACILITY_ZONE
+
+    config = archive_config(tmp_path, "end_of_cycle")
+    last_year = datetime(2025, 3, 1, 12, tzinfo=FACILITY_ZONE).timestamp()
+    for i in range(2):
+        path = write(tmp_path / f"source/{PROPOSAL}/2025/tomo_{i}.h5", os.urandom(5000))
+        os.utime(path, (last_year, last_year))
+    services = (build_mover(config), build_ledger(config), build_archiver(config))
+    async with harness(config, nats_server.url, *services) as (bus, events):
+        for i in range(2):
+            await bus.publish(announce(tmp_path / "source", "bl832", [f"{PROPOSAL}/2025/tomo_{i}.h5"]))
+        await events.wait_for(lambda c: len({a.scan_id for a in c.of(ScanArchived)}) == 2, timeout=30)
+        info = await bus.js.stream_info("ARCHIVES")
+        stored = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            with contextlib.suppress(NotFoundError):
+                stored.append(await bus.js.get_msg("ARCHIVES", seq))
+    assert not events.failed, events.failed[0].reason
+    assert {a.bundle for a in events.of(ScanArchived)} == {f"bl832/raw/{PROPOSAL}/{PROPOSAL}_2025-1.tar"}
+    fired = [m for m in stored if m.subject == "archive.request.bl832"]
+    requests = [ArchiveRequested.model_validate_json(m.data or b"") for m in fired]
+    assert [(r.cycle, r.requested_by, r.proposal) for r in requests] == [("2025-1", "end of cycle", None)]
