@@ -91,3 +91,27 @@ async def test_a_failing_job_fails_the_step_with_its_reason_and_nothing_is_annou
     [dead] = events.failed
     assert dead.service == "archiver" and "exited 11" in dead.reason, dead.reason
     assert not events.of(ScanArchived)
+
+
+async def test_a_job_the_api_loses_fails_the_step_and_nothing_is_announced(
+    tmp_path: Path, nersc: LocalNersc, hpss_config: BeamflowConfig, nats_server: EmbeddedNats
+) -> None:
+    # Slurm numbers jobs in order: the API forgets the next few, as the real one sometimes does.
+    known = [int(job_id) for job_id in nersc.slurm.jobs()]
+    upcoming = range(max(known, default=0) + 1, max(known, default=0) + 6)
+    for job_id in upcoming:
+        nersc.api.lose_job(job_id)
+    write(tmp_path / f"source/{PROPOSAL}/2026/tomo_3.h5", os.urandom(1000))
+    services = (build_mover(hpss_config), build_ledger(hpss_config), build_archiver(hpss_config))
+    try:
+        async with harness(hpss_config, nats_server.url, *services) as (bus, events):
+            scan = announce(tmp_path / "source", "bl832", [f"{PROPOSAL}/2026/tomo_3.h5"])
+            await bus.publish(scan)
+            await events.wait_for(lambda c: len(c.failed) == 1, timeout=120)
+            record = await wait_for_record(bus.js, scan.scan_id, lambda r: bool(r.failures))
+    finally:
+        for job_id in upcoming:
+            nersc.api.find_job(job_id)
+    [dead] = events.failed
+    assert dead.service == "archiver" and "Job not found" in dead.reason, dead.reason
+    assert not events.of(ScanArchived) and "hpss" not in record.copies
