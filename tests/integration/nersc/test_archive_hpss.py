@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pytest
 from beamflow.archiver.service import build as build_archiver
+from beamflow.common.archive_backend import BundleExists, BundleUnverified
 from beamflow.common.archive_config import ArchivePolicy
+from beamflow.common.archive_hpss import HpssArchive
+from beamflow.common.archive_model import BundlePlan, Cycle, MemberFile
+from beamflow.common.checksums import file_checksum
 from beamflow.common.config import BeamflowConfig
 from beamflow.common.endpoints import HpssEndpoint
 from beamflow.common.events import ScanArchived
@@ -115,3 +119,48 @@ async def test_a_job_the_api_loses_fails_the_step_and_nothing_is_announced(
     [dead] = events.failed
     assert dead.service == "archiver" and "Job not found" in dead.reason, dead.reason
     assert not events.of(ScanArchived) and "hpss" not in record.copies
+
+
+def plan_for(members: list[MemberFile], name: str = f"{PROPOSAL}_2026-2.tar") -> BundlePlan:
+    return BundlePlan(
+        beamline="bl832",
+        proposal=PROPOSAL,
+        cycle=Cycle(year=2026, number=2),
+        directory=f"bl832/raw/{PROPOSAL}",
+        name=name,
+        kind="htar",
+        members=members,
+    )
+
+
+def member(root: Path, rel: str, size: int = 2000) -> MemberFile:
+    path = write(root / rel, os.urandom(size))
+    return MemberFile(path=rel, size=size, mtime=path.stat().st_mtime, scan_id="s", checksum=file_checksum(path)[0])
+
+
+async def test_htar_skipping_a_name_is_a_failure_even_though_it_says_successful(
+    tmp_path: Path, nersc: LocalNersc, hpss_config: BeamflowConfig
+) -> None:
+    # Past the planner (which refuses such names) straight to the backend: htar exits 70 and prints SUCCESSFUL.
+    root = tmp_path / "data"
+    long_name = f"{PROPOSAL}/" + "x" * 120 + ".h5"
+    plan = plan_for([member(root, f"{PROPOSAL}/ok.h5"), member(root, long_name)])
+    archive = HpssArchive(hpss_config.endpoints["hpss"], "hpss", str(root))  # type: ignore[arg-type]
+    with pytest.raises(BundleUnverified, match="exit 70"):
+        await archive.write(plan, root)
+
+
+async def test_a_bundle_whose_listing_lacks_a_member_does_not_verify(
+    tmp_path: Path, nersc: LocalNersc, hpss_config: BeamflowConfig
+) -> None:
+    root = tmp_path / "data"
+    first, second = member(root, f"{PROPOSAL}/a.h5"), member(root, f"{PROPOSAL}/b.h5")
+    archive = HpssArchive(hpss_config.endpoints["hpss"], "hpss", str(root))  # type: ignore[arg-type]
+    written = await archive.write(plan_for([first]), root)
+    assert written.state == "verified"
+    assert (await archive.state(plan_for([first]))).state == "verified"
+    lacking = await archive.state(plan_for([first, second]))
+    assert lacking.state == "unverified" and "does not match" in (lacking.reason or "")
+    assert (await archive.state(plan_for([first], name="absent.tar"))).state == "absent"
+    with pytest.raises(BundleExists):
+        await archive.write(plan_for([first]), root)
