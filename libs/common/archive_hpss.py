@@ -20,9 +20,15 @@ import shlex
 from pathlib import Path
 from typing import Final
 
-from beamflow.common.archive_backend import ArchiveWriteFailed, BundleExists, BundleUnverified
+from beamflow.common.archive_backend import (
+    ArchiveWriteFailed,
+    BundleExists,
+    BundleUnverified,
+    MemberNotInBundle,
+    RestoreConflict,
+)
 from beamflow.common.archive_model import BundlePlan, BundleState, ExistingBundle, MemberEntry
-from beamflow.common.endpoints import HpssEndpoint
+from beamflow.common.endpoints import HpssEndpoint, check_relative
 from beamflow.common.errors import UnsupportedEndpoint
 
 VERIFIED: Final = 0
@@ -39,21 +45,28 @@ _CONSISTENCY_FILE: Final = r"[ /]HTAR_CF_CHK_[0-9]+_[0-9]+$"
 _LISTING_TO_SIZE_NAME: Final = r"s/^HTAR: -[-rwxsStT]{9}  [^ ]+\/[^ ]+ +([0-9]+) [0-9-]{10} [0-9:]{5}  (.*)$/\1 \2/p"
 
 
-def render(plan: BundlePlan, endpoint: HpssEndpoint, source_root: str, mode: str) -> str:
-    """The Slurm script for ``mode`` ("write" or "state") of ``plan``."""
-    target = f"{endpoint.root.rstrip('/')}/{plan.path}"
-    folder = f"{endpoint.root.rstrip('/')}/{plan.directory}"
+def directives(endpoint: HpssEndpoint, job_name: str) -> list[str]:
+    """The ``#SBATCH`` lines of every HPSS job: the xfer QOS, account, constraint, licenses and time."""
     slurm = endpoint.slurm
-    expected = "\n".join(f"{m.size} {m.path}" for m in sorted(plan.members, key=lambda m: m.path))
-    q = shlex.quote
-    lines = [
-        "#!/bin/bash",
+    return [
         f"#SBATCH -q {slurm.qos}",
         f"#SBATCH -A {slurm.account}",
         f"#SBATCH -C {slurm.constraint}",
         f"#SBATCH --licenses={slurm.licenses}",
         f"#SBATCH -t {slurm.time}",
-        f"#SBATCH -J beamflow-{mode}-{plan.name[:40]}",
+        f"#SBATCH -J beamflow-{job_name}",
+    ]
+
+
+def render(plan: BundlePlan, endpoint: HpssEndpoint, source_root: str, mode: str) -> str:
+    """The Slurm script for ``mode`` ("write" or "state") of ``plan``."""
+    target = f"{endpoint.root.rstrip('/')}/{plan.path}"
+    folder = f"{endpoint.root.rstrip('/')}/{plan.directory}"
+    expected = "\n".join(f"{m.size} {m.path}" for m in sorted(plan.members, key=lambda m: m.path))
+    q = shlex.quote
+    lines = [
+        "#!/bin/bash",
+        *directives(endpoint, f"{mode}-{plan.name[:40]}"),
         "set -u",
         f"cd {q(source_root)} || exit {NO_SOURCE}",
         "work=$(mktemp -d) && trap 'rm -rf \"$work\"' EXIT",
@@ -174,4 +187,50 @@ class HpssArchive:
         raise UnsupportedEndpoint(f"listing {bundle_path} on HPSS is not built yet; the ledger lists its members")
 
     async def restore(self, bundle_path: str, members: list[str] | None, destination: Path) -> list[Path]:
-        raise UnsupportedEndpoint(f"restoring from HPSS is not built yet ({bundle_path})")
+        """Extract the bundle (or only ``members``) into ``destination``, a folder the job sees at the site.
+
+        The job extracts into a fresh folder beside the destination and moves each member into place only
+        if nothing different is there already, so a restore never overwrites a file.
+        """
+        if members is None:
+            raise UnsupportedEndpoint(
+                f"restoring a whole bundle from HPSS needs its member list, which a job cannot send back; "
+                f"restore a scan's members ({bundle_path})"
+            )
+        for name in members:
+            check_relative(name)
+        q = shlex.quote
+        target = f"{self.endpoint.root.rstrip('/')}/{bundle_path}"
+        names = "\n".join(members)
+        script = "\n".join(
+            [
+                "#!/bin/bash",
+                *directives(self.endpoint, "restore"),
+                "set -u",
+                f"mkdir -p {q(str(destination))} || exit {NO_SOURCE}",
+                f"work=$(mktemp -d -p {q(str(destination))} .beamflow-restore.XXXXXX) || exit {NO_SOURCE}",
+                "trap 'rm -rf \"$work\"' EXIT",
+                'cd "$work" || exit 1',
+                "cat > members <<'BEAMFLOW_MEMBERS_END'",
+                names,
+                "BEAMFLOW_MEMBERS_END",
+                f'htar -xvf {q(target)} -L members > /dev/null; status=$?; [ "$status" -eq 0 ] || exit "$status"',
+                "while IFS= read -r name; do",
+                f'  [ -f "$name" ] || exit {MISMATCH}',
+                f'  final={q(str(destination))}/"$name"',
+                '  if [ -e "$final" ]; then cmp -s "$name" "$final" || exit ' + str(EXISTS) + "; continue; fi",
+                '  mkdir -p "$(dirname "$final")" && mv "$name" "$final" || exit 1',
+                "done < members",
+                f"exit {VERIFIED}",
+            ]
+        )
+        status = await self._run(script + "\n", f"restoring from {bundle_path}")
+        if status == EXISTS:
+            raise RestoreConflict(
+                f"a different file is already where a member of {bundle_path} would go; nothing moved"
+            )
+        if status == MISMATCH:
+            raise MemberNotInBundle(f"{bundle_path} on {self.name} does not hold every member asked for")
+        if status != VERIFIED:
+            raise ArchiveWriteFailed(f"restoring from {bundle_path}: the job exited {status}; retry")
+        return [destination / name for name in members]

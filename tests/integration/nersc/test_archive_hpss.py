@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from beamflow.archiver.service import build as build_archiver
-from beamflow.common.archive_backend import BundleExists, BundleUnverified
+from beamflow.common.archive_backend import BundleExists, BundleUnverified, RestoreConflict
 from beamflow.common.archive_config import ArchivePolicy
 from beamflow.common.archive_hpss import HpssArchive
 from beamflow.common.archive_model import BundlePlan, Cycle, MemberFile
@@ -164,3 +164,10 @@ async def test_a_bundle_whose_listing_lacks_a_member_does_not_verify(
     assert (await archive.state(plan_for([first], name="absent.tar"))).state == "absent"
     with pytest.raises(BundleExists):
         await archive.write(plan_for([first]), root)
+    # Restore the member into another folder through a job; a conflicting file there is never overwritten.
+    restored = await archive.restore(plan_for([first]).path, [first.path], tmp_path / "restored")
+    assert [p.read_bytes() for p in restored] == [(root / first.path).read_bytes()]
+    restored[0].write_bytes(b"something else")
+    with pytest.raises(RestoreConflict):
+        await archive.restore(plan_for([first]).path, [first.path], tmp_path / "restored")
+    assert restored[0].read_bytes() == b"something else"
