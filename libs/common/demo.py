@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from beamflow.common.config import BeamflowConfig, load_config
+from beamflow.common.endpoints import FilesystemEndpoint, TarArchiveEndpoint
 from beamflow.common.observe import EventCollector
 from beamflow.common.service import discover
 from beamflow.common.simulate import DetectorSimulator, SimulatedScan
@@ -94,8 +95,9 @@ async def run_demo(config_path: Path, scans: int, workdir: Path | None, timeout:
     config = load_config(config_path)
     bl733 = config.filesystem_root(config.beamlines["bl733"].watch.endpoint) if "bl733" in config.beamlines else None
     bl832 = config.filesystem_root(config.beamlines["bl832"].watch.endpoint) if "bl832" in config.beamlines else None
-    for endpoint in config.endpoints:
-        config.filesystem_root(endpoint).mkdir(parents=True, exist_ok=True)
+    for endpoint in config.endpoints.values():
+        if isinstance(endpoint, FilesystemEndpoint | TarArchiveEndpoint):  # folders on this machine
+            endpoint.root.mkdir(parents=True, exist_ok=True)
 
     console.print(f"demo folder: {run_dir}")
     services = list(discover())
