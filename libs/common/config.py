@@ -346,6 +346,9 @@ def environment_problems(config: BeamflowConfig) -> list[str]:
                 problems.append(f"endpoints.{name}.root: {ep.root} is not a folder on this machine")
             elif not os.access(ep.root, os.R_OK | os.X_OK):
                 problems.append(f"endpoints.{name}.root: {ep.root} is not readable by this user")
+        elif isinstance(ep, TarArchiveEndpoint):
+            if not ep.root.is_dir() or not os.access(ep.root, os.W_OK | os.X_OK):
+                problems.append(f"endpoints.{name}.root: {ep.root} is not a folder this user can write bundles into")
         elif isinstance(ep, HpssEndpoint):
             for field in ("client_id", "private_key"):
                 ref = getattr(ep, field)

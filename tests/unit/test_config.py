@@ -534,3 +534,22 @@ def test_nothing_copies_into_an_archive_and_a_proposal_pattern_needs_its_group()
     raw["endpoints"]["tape"] = {"kind": "tar", "root": "/data/tape"}
     raw["beamlines"]["bl"]["archive"] = {"endpoint": "tape", "source": "b", "proposal_pattern": "^([^/]+)/"}
     assert any("named group 'proposal'" in p for p in _problems(raw))
+
+
+def test_environment_check_reports_a_missing_archive_folder_and_unset_hpss_secrets(
+    tmp_path: Path, no_beamflow_env: None
+) -> None:
+    raw = _base()
+    raw["endpoints"]["tape"] = {"kind": "tar", "root": str(tmp_path / "no-such-folder")}
+    raw["endpoints"]["hpss"] = {
+        "kind": "hpss",
+        "root": "/home/a/alsdev",
+        "api_base_url": "https://sfapi.example.org/api/v1.2",
+        "token_url": "https://sfapi.example.org/token",
+        "client_id": {"env": "TEST_SFAPI_ID"},
+        "private_key": {"file_env": "TEST_SFAPI_KEY_FILE"},
+    }
+    problems = environment_problems(parse_config(raw, Path("/")))
+    assert any(p.startswith("endpoints.tape.root:") for p in problems)
+    assert any(p.startswith("endpoints.hpss.client_id: $TEST_SFAPI_ID") for p in problems)
+    assert any(p.startswith("endpoints.hpss.private_key:") for p in problems)
