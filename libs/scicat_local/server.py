@@ -8,17 +8,15 @@ serves the same data. Request logs go to ``logging`` at debug level: stdout and 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import socket
-import threading
 from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from beamflow.common.standin_http import StandInHTTPServer
 from beamflow.scicat_local import errors
 from beamflow.scicat_local.api import DEFAULT_PID_PREFIX, DEFAULT_TOKEN_TTL, Request, Response, SciCatApi
 from beamflow.scicat_local.auth import User
@@ -97,43 +95,12 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
 
-class SciCatHTTPServer(ThreadingHTTPServer):
-    """A ThreadingHTTPServer that knows its open connections, to close them all when it stops."""
-
-    daemon_threads = True
-    # Handler threads are not joined on close: close_all() has already cut their sockets.
-    block_on_close = False
+class SciCatHTTPServer(StandInHTTPServer):
+    """The local SciCat's HTTP server: the stand-in server with the API it answers from."""
 
     def __init__(self, address: tuple[str, int], api: SciCatApi) -> None:
         self.api = api
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
-
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_all(self) -> None:
-        """Stop serving: close the listening socket and cut every open connection."""
-        self.server_close()
-        with self._connections_lock:
-            connections = list(self._connections)
-            self._connections.clear()
-        for conn in connections:
-            with contextlib.suppress(OSError):  # already closed by its peer
-                conn.shutdown(socket.SHUT_RDWR)
-            conn.close()
 
 
 def make_server(

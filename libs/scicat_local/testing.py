@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from beamflow.common.standin_http import ServerThread
 from beamflow.scicat_local.api import DEFAULT_PID_PREFIX, DEFAULT_TOKEN_TTL
 from beamflow.scicat_local.auth import User
 from beamflow.scicat_local.server import LISTENING_MESSAGE, SciCatHTTPServer, base_url, make_server
@@ -56,7 +57,7 @@ class LocalSciCat:
         self.pid_prefix = pid_prefix
         self.token_ttl = token_ttl
         self._server: SciCatHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._thread: ServerThread | None = None
 
     @property
     def running(self) -> bool:
@@ -91,11 +92,7 @@ class LocalSciCat:
         )
         self._port = server.port
         self._server = server
-        # A short poll interval: stop() waits for the serving loop to notice, and tests stop servers often.
-        self._thread = threading.Thread(
-            target=server.serve_forever, args=(0.05,), name=f"scicat-local-{self._port}", daemon=True
-        )
-        self._thread.start()
+        self._thread = ServerThread(server, f"scicat-local-{self._port}").start()
         return self
 
     def stop(self) -> None:
@@ -104,11 +101,9 @@ class LocalSciCat:
         if server is None:
             return
         self._server = self._thread = None
-        server.shutdown()
-        server.close_all()
-        server.api.store.close()
         if thread is not None:
-            thread.join(timeout=10)
+            thread.stop()
+        server.api.store.close()
 
     def restart(self) -> None:
         """Stop, then serve the same catalog on the same port."""

@@ -8,15 +8,13 @@ API (``/api/v1.2/...``), which NERSC serves from two hosts. Request logs go to `
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from beamflow.common.standin_http import StandInHTTPServer
 from beamflow.sfapi_local.api import API_PREFIX, TOKEN_PATH, Request, Response, SfApi
 
 log = logging.getLogger(__name__)
@@ -80,28 +78,13 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
 
-class SfApiHTTPServer(ThreadingHTTPServer):
-    """A ThreadingHTTPServer that knows its open connections, to close them all when it stops."""
-
-    daemon_threads = True
-    block_on_close = False
+class SfApiHTTPServer(StandInHTTPServer):
+    """The SFAPI stand-in's HTTP server: the stand-in server with the API it answers from."""
 
     def __init__(self, address: tuple[str, int], api: SfApi) -> None:
         self.api = api
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
         self.api.verifier.audiences.add(self.token_url)
-
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-    @property
-    def root_url(self) -> str:
-        host = str(self.server_address[0])
-        shown = f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{self.port}"
 
     @property
     def api_base_url(self) -> str:
@@ -112,27 +95,6 @@ class SfApiHTTPServer(ThreadingHTTPServer):
     def token_url(self) -> str:
         """What sfapi-client takes as ``token_url`` (NERSC: ``https://oidc.nersc.gov/c2id/token``)."""
         return self.root_url + TOKEN_PATH
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_all(self) -> None:
-        """Stop serving: close the listening socket and cut every open connection."""
-        self.server_close()
-        with self._connections_lock:
-            connections = list(self._connections)
-            self._connections.clear()
-        for conn in connections:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-            conn.close()
 
 
 def make_server(api: SfApi, *, host: str = "127.0.0.1", port: int = 0) -> SfApiHTTPServer:

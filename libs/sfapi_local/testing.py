@@ -13,12 +13,12 @@ Environment a job gets (besides Slurm's own): ``PATH`` starting with the wrapper
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from beamflow.common.standin_http import ServerThread
 from beamflow.sfapi_local.api import DEFAULT_QOS, DEFAULT_TOKEN_TTL, SfApi
 from beamflow.sfapi_local.auth import ClientCredentials, make_client_credentials
 from beamflow.sfapi_local.hpss import ROOT_ENV, USER_ENV, FakeHpss, write_tool_wrappers
@@ -51,7 +51,7 @@ class LocalSfApi:
         self.host = host
         self._port = port
         self._server: SfApiHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._thread: ServerThread | None = None
 
     @property
     def server(self) -> SfApiHTTPServer:
@@ -73,10 +73,7 @@ class LocalSfApi:
         server = make_server(self.api, host=self.host, port=self._port)
         self._port = server.port
         self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, args=(0.05,), name=f"sfapi-local-{server.port}", daemon=True
-        )
-        self._thread.start()
+        self._thread = ServerThread(server, f"sfapi-local-{server.port}").start()
         return self
 
     def stop(self) -> None:
@@ -84,11 +81,9 @@ class LocalSfApi:
         if server is None:
             return
         self._server = self._thread = None
-        server.shutdown()
-        server.close_all()
-        self.api.wait_for_submissions(timeout=30)
         if thread is not None:
-            thread.join(timeout=10)
+            thread.stop()
+        self.api.wait_for_submissions(timeout=30)
 
     def __enter__(self) -> LocalSfApi:
         return self.start()

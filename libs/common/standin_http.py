@@ -1,0 +1,75 @@
+"""What the local stand-ins of remote services (``beamflow.scicat_local``, ``beamflow.sfapi_local``) share:
+a threaded standard-library HTTP server that can cut every open connection when it stops (so a stopped
+stand-in really refuses, as a service that went down does), and a runner serving it from a thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class StandInHTTPServer(ThreadingHTTPServer):
+    """A ThreadingHTTPServer that knows its open connections, to close them all when it stops."""
+
+    daemon_threads = True
+    # Handler threads are not joined on close: close_all() has already cut their sockets.
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    @property
+    def root_url(self) -> str:
+        host = str(self.server_address[0])
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{self.port}"
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_all(self) -> None:
+        """Stop serving: close the listening socket and cut every open connection."""
+        self.server_close()
+        with self._connections_lock:
+            connections = list(self._connections)
+            self._connections.clear()
+        for conn in connections:
+            with contextlib.suppress(OSError):  # already closed by its peer
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+
+
+class ServerThread:
+    """Serves a ``StandInHTTPServer`` from a daemon thread until ``stop``."""
+
+    def __init__(self, server: StandInHTTPServer, name: str) -> None:
+        self.server = server
+        # A short poll interval: stop() waits for the serving loop to notice, and tests stop servers often.
+        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name=name, daemon=True)
+
+    def start(self) -> ServerThread:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """The port refuses connections and open connections are cut when this returns."""
+        self.server.shutdown()
+        self.server.close_all()
+        self._thread.join(timeout=10)
