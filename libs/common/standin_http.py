@@ -6,10 +6,42 @@ stand-in really refuses, as a service that went down does), and a runner serving
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class StandInHandler(BaseHTTPRequestHandler):
+    """Every method goes to ``serve``; access lines go to the debug log, not stderr."""
+
+    protocol_version = "HTTP/1.1"
+    # A slow or silent client must not hold a thread forever.
+    timeout = 60
+
+    def serve(self) -> None:
+        raise NotImplementedError
+
+    def do_GET(self) -> None:
+        self.serve()
+
+    def do_POST(self) -> None:
+        self.serve()
+
+    def do_PATCH(self) -> None:
+        self.serve()
+
+    def do_PUT(self) -> None:
+        self.serve()
+
+    def do_DELETE(self) -> None:
+        self.serve()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
 
 
 class StandInHTTPServer(ThreadingHTTPServer):

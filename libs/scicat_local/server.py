@@ -11,12 +11,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from beamflow.common.standin_http import StandInHTTPServer
+from beamflow.common.standin_http import StandInHandler, StandInHTTPServer
 from beamflow.scicat_local import errors
 from beamflow.scicat_local.api import DEFAULT_PID_PREFIX, DEFAULT_TOKEN_TTL, Request, Response, SciCatApi
 from beamflow.scicat_local.auth import User
@@ -29,28 +27,10 @@ MAX_BODY_BYTES = 16 * 1024 * 1024  # the backend's JSON body limit
 LISTENING_MESSAGE = "local SciCat listening on "
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(StandInHandler):
     server: SciCatHTTPServer
-    # A slow or silent client must not hold a thread forever.
-    timeout = 60
 
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_PATCH(self) -> None:
-        self._serve()
-
-    def do_PUT(self) -> None:
-        self._serve()
-
-    def do_DELETE(self) -> None:
-        self._serve()
-
-    def _serve(self) -> None:
+    def serve(self) -> None:
         try:
             body = self._read_body()
         except errors.HttpError as exc:
@@ -90,9 +70,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         self.end_headers()
         self.wfile.write(payload)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
 
 
 class SciCatHTTPServer(StandInHTTPServer):

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
-from http.server import BaseHTTPRequestHandler
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from beamflow.common.standin_http import StandInHTTPServer
+from beamflow.common.standin_http import StandInHandler, StandInHTTPServer
 from beamflow.sfapi_local.api import API_PREFIX, TOKEN_PATH, Request, Response, SfApi
 
 log = logging.getLogger(__name__)
@@ -23,24 +21,10 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 LISTENING_MESSAGE = "local SFAPI listening on "
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(StandInHandler):
     server: SfApiHTTPServer
-    timeout = 60
 
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_PUT(self) -> None:
-        self._serve()
-
-    def do_DELETE(self) -> None:
-        self._serve()
-
-    def _serve(self) -> None:
+    def serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked" or length > MAX_BODY_BYTES:
             self._send(Response(413, {"detail": "request body too large or chunked"}), close=True)
@@ -73,9 +57,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         self.end_headers()
         self.wfile.write(payload)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
 
 
 class SfApiHTTPServer(StandInHTTPServer):
