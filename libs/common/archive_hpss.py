@@ -59,7 +59,8 @@ def directives(endpoint: HpssEndpoint, job_name: str) -> list[str]:
 
 
 def render(plan: BundlePlan, endpoint: HpssEndpoint, source_root: str, mode: str) -> str:
-    """The Slurm script for ``mode`` ("write" or "state") of ``plan``."""
+    """The Slurm script for ``mode`` of ``plan``: "write", "state" (the bundle is exactly the plan), or
+    "members" (the plan's members are in the bundle, with their sizes: the pruner's fresh check)."""
     target = f"{endpoint.root.rstrip('/')}/{plan.path}"
     folder = f"{endpoint.root.rstrip('/')}/{plan.directory}"
     expected = "\n".join(f"{m.size} {m.path}" for m in sorted(plan.members, key=lambda m: m.path))
@@ -95,7 +96,11 @@ def render(plan: BundlePlan, endpoint: HpssEndpoint, source_root: str, mode: str
         ]
         store = [f"hsi -q cput {q(member.path)} : {q(target)} || exit $?"]
     exists = f"hsi -q ls {q(target)} > /dev/null 2>&1"
-    if mode == "state":
+    if mode == "members":
+        # The pruner's fresh check: these members (not necessarily all) are in the bundle with their sizes.
+        subset = [*check[:-1], f'[ -z "$(comm -23 "$work/want" "$work/got")" ] || exit {MISMATCH}']
+        lines += [f"{exists} || exit {ABSENT}", *(subset if plan.kind == "htar" else check), f"exit {VERIFIED}"]
+    elif mode == "state":
         lines += [f"{exists} || exit {ABSENT}", *check, f"exit {VERIFIED}"]
     else:
         lines += [
@@ -158,6 +163,29 @@ class HpssArchive:
                 state="unverified", reason=f"htar's listing of {plan.path} does not match the planned members"
             )
         raise ArchiveWriteFailed(f"checking {plan.path} on {self.name}: the job exited {status}; retrying")
+
+    async def check_members(self, bundle_path: str, files: list[tuple[str, int]]) -> list[str]:
+        """Whether the bundle lists ``files`` (name, size) now; the problems, none when they are all there."""
+        directory, name = bundle_path.rsplit("/", 1)
+        plan = BundlePlan.model_validate(
+            {
+                "beamline": "-",
+                "proposal": "-",
+                "cycle": {"year": 2000, "number": 1},
+                "directory": directory,
+                "name": name,
+                "kind": "htar" if name.endswith(".tar") else "hsi",
+                "members": [{"path": p, "size": size, "mtime": 0.0, "scan_id": "-"} for p, size in files],
+            }
+        )
+        status = await self._run(render(plan, self.endpoint, self.source_root, "members"), f"checking {bundle_path}")
+        if status == VERIFIED:
+            return []
+        if status == ABSENT:
+            return [f"bundle {bundle_path} is not on {self.name} any more"]
+        if status == MISMATCH:
+            return [f"htar's listing of {bundle_path} on {self.name} lacks a member of this copy, or its size differs"]
+        return [f"checking {bundle_path} on {self.name}: the job exited {status}"]
 
     async def write(self, plan: BundlePlan, source_root: Path) -> BundleState:
         status = await self._run(render(plan, self.endpoint, self.source_root, "write"), f"writing {plan.path}")

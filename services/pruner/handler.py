@@ -6,6 +6,7 @@ import asyncio
 
 from beamflow.common import holds
 from beamflow.common.config import BeamflowConfig
+from beamflow.common.endpoints import HpssEndpoint
 from beamflow.common.errors import LedgerBehind, PruneRefused
 from beamflow.common.events import RetentionHold, ScanPruned, utcnow
 from beamflow.common.ledger import Ledger, ScanRecord
@@ -17,7 +18,8 @@ from beamflow.common.service import Context
 SCHEDULER_SLACK_S = 2.0
 #: Holds on at most this many bytes are checked and deleted on the event loop: a trip to a worker thread
 #: (and the GIL hand-over that comes with it) costs more than reading and hashing them. Larger ones go
-#: to a thread so heartbeats and other holds keep moving. See docs/decisions/0017.
+#: to a thread so heartbeats and other holds keep moving, as do holds whose check is a job at NERSC (HPSS).
+#: See docs/decisions/0017.
 INLINE_BYTES = 1024 * 1024
 
 
@@ -53,7 +55,8 @@ class Pruner:
                 "nothing was deleted and the hold is retried. If this persists, check that the ledger service "
                 "runs (`beamflow status` shows the scan once it does)"
             )
-        if sum(f.size for f in hold.files) <= INLINE_BYTES:
+        remote_check = isinstance(self.config.endpoints.get(hold.check_endpoint), HpssEndpoint)
+        if sum(f.size for f in hold.files) <= INLINE_BYTES and not remote_check:
             verdict, deleted = self._check_and_delete(hold, record, rescheduled)
         else:
             verdict, deleted = await asyncio.to_thread(self._check_and_delete, hold, record, rescheduled)

@@ -18,13 +18,14 @@ from beamflow.common.archive_hpss import HpssArchive
 from beamflow.common.archive_model import BundlePlan, Cycle, MemberFile
 from beamflow.common.checksums import file_checksum
 from beamflow.common.config import BeamflowConfig
-from beamflow.common.endpoints import HpssEndpoint
+from beamflow.common.endpoints import HpssEndpoint, RetentionRule
 from beamflow.common.events import ScanArchived
 from beamflow.common.natsserver import EmbeddedNats
 from beamflow.common.secrets import SecretRef
 from beamflow.common.testing import harness, test_config, wait_for_record
 from beamflow.ledger.service import build as build_ledger
 from beamflow.mover.service import build as build_mover
+from beamflow.pruner.service import build as build_pruner
 from beamflow.sfapi_local.testing import LocalNersc
 from tests.integration.test_mover import announce, write
 
@@ -171,3 +172,23 @@ async def test_a_bundle_whose_listing_lacks_a_member_does_not_verify(
     with pytest.raises(RestoreConflict):
         await archive.restore(plan_for([first]).path, [first.path], tmp_path / "restored")
     assert restored[0].read_bytes() == b"something else"
+
+
+async def test_a_copy_held_for_the_archive_is_pruned_once_a_job_confirms_the_bundle(
+    tmp_path: Path, nersc: LocalNersc, hpss_config: BeamflowConfig, nats_server: EmbeddedNats
+) -> None:
+    # data keeps its copies until HPSS holds them: the archive is the hold's check endpoint.
+    rule = RetentionRule(keep_for=timedelta(seconds=2), check_endpoint="hpss")
+    data = hpss_config.endpoints["data"].model_copy(update={"retention": rule})
+    config = hpss_config.model_copy(update={"endpoints": {**hpss_config.endpoints, "data": data}})
+    write(tmp_path / f"source/{PROPOSAL}/2026/tomo_5.h5", os.urandom(50_000))
+    services = (build_mover(config), build_ledger(config), build_archiver(config), build_pruner(config))
+    async with harness(config, nats_server.url, *services) as (bus, events):
+        scan = announce(tmp_path / "source", "bl832", [f"{PROPOSAL}/2026/tomo_5.h5"])
+        await bus.publish(scan)
+        await events.wait_for(lambda c: len(c.pruned) + len(c.failed) >= 1, timeout=120)
+    assert not events.failed, events.failed[0].reason
+    [pruned] = events.pruned
+    assert (pruned.endpoint, pruned.check_endpoint) == ("data", "hpss")
+    assert not (tmp_path / f"data/{PROPOSAL}/2026/tomo_5.h5").exists()
+    assert (tmp_path / f"source/{PROPOSAL}/2026/tomo_5.h5").exists(), "only the held copy is pruned"
