@@ -117,12 +117,7 @@ def main() -> int:
     parser.add_argument("--total", type=size_arg, default=5 * 1024 * MIB, help="bytes in all (default 5GiB)")
     parser.add_argument("--files", type=int, default=1000, help="number of files (default 1000)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds, method order rotating (default 3)")
-    parser.add_argument(
-        "--workdir",
-        type=Path,
-        default=harness.SCRATCH,
-        help="where the temporary folder goes; must be on the filesystem to measure",
-    )
+    harness.add_workdir(parser)
     args = parser.parse_args()
     each = args.total // args.files
     total = each * args.files

@@ -148,12 +148,7 @@ def main() -> int:
     parser.add_argument("--big-mib", type=int, default=1024, help="size of the single large file (default 1024)")
     parser.add_argument("--count", type=int, default=20, help="number of medium files (default 20)")
     parser.add_argument("--each-mib", type=int, default=50, help="size of each medium file (default 50)")
-    parser.add_argument(
-        "--workdir",
-        type=Path,
-        default=harness.SCRATCH,
-        help="where the temporary folder goes; must be on the filesystem to measure",
-    )
+    harness.add_workdir(parser)
     args = parser.parse_args()
 
     datasets = {

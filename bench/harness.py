@@ -33,6 +33,16 @@ def parser(name: str, doc: str, epilog: str) -> argparse.ArgumentParser:
     return parsed
 
 
+def add_workdir(parsed: argparse.ArgumentParser) -> None:
+    """``--workdir``: where a benchmark's temporary folder goes (the filesystem being measured)."""
+    parsed.add_argument(
+        "--workdir",
+        type=Path,
+        default=SCRATCH,
+        help="where the temporary folder goes; must be on the filesystem to measure",
+    )
+
+
 @contextlib.contextmanager
 def scratch(prefix: str, parent: Path = SCRATCH, keep: bool = False) -> Iterator[Path]:
     """A fresh folder for one run, removed afterwards (even on error) unless ``keep``."""

@@ -6,9 +6,11 @@ stand-in really refuses, as a service that went down does), and a runner serving
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import socket
 import threading
+from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -39,6 +41,31 @@ class StandInHandler(BaseHTTPRequestHandler):
 
     def do_DELETE(self) -> None:
         self.serve()
+
+    def send_json(
+        self,
+        status: int,
+        body: object,
+        *,
+        headers: Mapping[str, str] | None = None,
+        close: bool = False,
+        content_type: str = "application/json; charset=utf-8",
+        empty_when_none: bool = True,
+    ) -> None:
+        """One JSON answer; ``None`` is no body at all (or ``null`` when not ``empty_when_none``); ``close``
+        ends the connection after it."""
+        payload = b"" if body is None and empty_when_none else json.dumps(body).encode()
+        self.send_response(status)
+        if payload:
+            self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(payload)
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)

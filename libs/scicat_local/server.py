@@ -8,7 +8,6 @@ serves the same data. Request logs go to ``logging`` at debug level: stdout and 
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -60,16 +59,7 @@ class _Handler(StandInHandler):
         return self.rfile.read(length) if length > 0 else b""
 
     def _send(self, response: Response, *, close: bool = False) -> None:
-        payload = b"" if response.body is None else json.dumps(response.body).encode()
-        self.send_response(response.status)
-        if payload:
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(payload)))
-        if close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        self.wfile.write(payload)
+        self.send_json(response.status, response.body, close=close)
 
 
 class SciCatHTTPServer(StandInHTTPServer):

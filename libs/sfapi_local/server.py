@@ -8,7 +8,6 @@ API (``/api/v1.2/...``), which NERSC serves from two hosts. Request logs go to `
 
 from __future__ import annotations
 
-import json
 import logging
 from urllib.parse import parse_qs, urlsplit
 
@@ -46,17 +45,15 @@ class _Handler(StandInHandler):
         self._send(response)
 
     def _send(self, response: Response, *, close: bool = False) -> None:
-        payload = json.dumps(response.body).encode()
-        self.send_response(response.status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        if close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        self.wfile.write(payload)
+        # The SFAPI always answers a JSON body, "null" included.
+        self.send_json(
+            response.status,
+            response.body,
+            headers=response.headers,
+            close=close,
+            content_type="application/json",
+            empty_when_none=False,
+        )
 
 
 class SfApiHTTPServer(StandInHTTPServer):
