@@ -8,6 +8,9 @@ on spaces), and the expected members travel inside the script as a quoted here-d
   non-zero exit fails, htar's 70 for skipped names included), then ``htar -tf`` compared name by name and
   size by size with the plan. An hsi plan is ``hsi cput`` and ``hsi ls -l`` for its size.
 - state: the same comparison on an existing bundle (absent / verified / does not verify).
+- listing (``members``, ``bundles``, whole-bundle restores): the job writes ``htar -tf`` / ``hsi ls -l`` output to
+  a file in the endpoint's ``listing_dir``, which is then read back with the API's download utility. Listings
+  older than a day are removed by the next listing job.
 
 Exit statuses of our scripts: 0 verified, 3 absent, 4 exists but does not match the plan, 10 the source
 folder is missing at the site, 11 ``hsi mkdir`` failed, 12 the bundle already exists (write refused), any
@@ -16,13 +19,16 @@ other: the tool's own status (htar 70: names skipped).
 
 from __future__ import annotations
 
+import re
 import shlex
+import uuid
 from pathlib import Path
 from typing import Final
 
 from beamflow.common.archive_backend import (
     ArchiveWriteFailed,
     BundleExists,
+    BundleNotFound,
     BundleUnverified,
     MemberNotInBundle,
     RestoreConflict,
@@ -43,6 +49,29 @@ HTAR_SKIPPED: Final = 70
 # htar's own consistency file (``<tmpdir>/HTAR_CF_CHK_<pid>_<time>``) is listed too and is left out.
 _CONSISTENCY_FILE: Final = r"[ /]HTAR_CF_CHK_[0-9]+_[0-9]+$"
 _LISTING_TO_SIZE_NAME: Final = r"s/^HTAR: -[-rwxsStT]{9}  [^ ]+\/[^ ]+ +([0-9]+) [0-9-]{10} [0-9:]{5}  (.*)$/\1 \2/p"
+_HTAR_MEMBER: Final = re.compile(r"^HTAR: -[-rwxsStT]{9}  [^ ]+/[^ ]+ +([0-9]+) [0-9-]{10} [0-9:]{5}  (.*)$")
+# hsi's long listing: "-rw-r--r--    1 alsdev    als        1234 May 01 12:00 /home/.../name".
+_HSI_LONG: Final = re.compile(r"^-[-rwxsStT]{9} +[0-9]+ +[^ ]+ +[^ ]+ +([0-9]+) +\w{3} +[0-9]+ +[0-9:]+ (.*)$")
+LISTING_PREFIX: Final = "beamflow-listing-"
+
+
+def parse_htar_listing(text: str) -> list[MemberEntry]:
+    """The members of an ``htar -tf`` listing, without htar's own consistency file."""
+    entries = []
+    for line in text.splitlines():
+        match = _HTAR_MEMBER.match(line)
+        if match and not re.search(_CONSISTENCY_FILE, match.group(2)):
+            entries.append(MemberEntry(name=match.group(2), size=int(match.group(1))))
+    return entries
+
+
+def parse_hsi_size(text: str) -> int | None:
+    """The size in an ``hsi ls -l`` line of one file, None when there is none."""
+    for line in text.splitlines():
+        match = _HSI_LONG.match(line.strip())
+        if match:
+            return int(match.group(1))
+    return None
 
 
 def directives(endpoint: HpssEndpoint, job_name: str) -> list[str]:
@@ -121,11 +150,13 @@ class HpssArchive:
         self.name = name
         self.source_root = endpoint.source_root or source_root
 
-    async def _run(self, script: str, what: str) -> int:
-        """Submit ``script``, follow it to the end, and return its exit status (a failed job included)."""
+    async def _run(self, script: str, what: str, read_back: str | None = None) -> tuple[int, str]:
+        """Submit ``script``, follow it to the end, and return its exit status (a failed job included) and,
+        when the job succeeded, the text of the site's file ``read_back`` ("" without one)."""
         from sfapi_client import AsyncClient, SfApiError
         from sfapi_client.compute import Machine
         from sfapi_client.jobs import JobState
+        from sfapi_client.paths import AsyncRemotePath
 
         timeout = int(self.endpoint.job_timeout.total_seconds())
         try:
@@ -146,14 +177,36 @@ class HpssArchive:
                         f"{what}: Slurm job {job.jobid} did not finish within {timeout} s; it was cancelled"
                     ) from None
                 accounting = await machine.job(job.jobid)
+                if job.state != JobState.COMPLETED and not accounting.exitcode:
+                    raise ArchiveWriteFailed(f"{what}: Slurm job {job.jobid} ended {job.state} without an exit status")
+                status = int(str(accounting.exitcode or "0:0").split(":")[0])
+                text = ""
+                if read_back is not None and status == VERIFIED:
+                    # A plain file of ours: its kind is known, so no extra `ls` round trip is needed.
+                    remote = AsyncRemotePath(path=read_back, compute=machine, perms="-rw-r--r--")
+                    text = str((await remote.download()).read())
         except SfApiError as exc:
             raise ArchiveWriteFailed(f"{what}: NERSC's API said: {exc}; retrying") from None
-        if job.state != JobState.COMPLETED and not accounting.exitcode:
-            raise ArchiveWriteFailed(f"{what}: Slurm job {job.jobid} ended {job.state} without an exit status")
-        return int(str(accounting.exitcode or "0:0").split(":")[0])
+        return status, text
+
+    def _listing_file(self, what: str) -> tuple[str, list[str]]:
+        """A fresh file name in ``listing_dir`` and the script lines that prepare it (and drop day-old ones)."""
+        if self.endpoint.listing_dir is None:
+            raise UnsupportedEndpoint(
+                f"{what} on {self.name} needs a folder at the site for the job's listing: set `listing_dir` on "
+                f"the {self.name} endpoint (e.g. a folder on $PSCRATCH)"
+            )
+        folder = self.endpoint.listing_dir.rstrip("/")
+        path = f"{folder}/{LISTING_PREFIX}{uuid.uuid4().hex}.txt"
+        q = shlex.quote
+        return path, [
+            f"mkdir -p {q(folder)} || exit {NO_SOURCE}",
+            f"find {q(folder)} -maxdepth 1 -name {q(LISTING_PREFIX + '*')} -mmin +1440 -delete 2>/dev/null",
+            f"out={q(path)}",
+        ]
 
     async def state(self, plan: BundlePlan) -> BundleState:
-        status = await self._run(render(plan, self.endpoint, self.source_root, "state"), f"checking {plan.path}")
+        status, _ = await self._run(render(plan, self.endpoint, self.source_root, "state"), f"checking {plan.path}")
         if status == VERIFIED:
             return BundleState(state="verified", members=[MemberEntry(name=m.path, size=m.size) for m in plan.members])
         if status == ABSENT:
@@ -178,7 +231,7 @@ class HpssArchive:
                 "members": [{"path": p, "size": size, "mtime": 0.0, "scan_id": "-"} for p, size in files],
             }
         )
-        status = await self._run(render(plan, self.endpoint, self.source_root, "members"), f"checking {bundle_path}")
+        status, _ = await self._run(render(plan, self.endpoint, self.source_root, "members"), f"checking {bundle_path}")
         if status == VERIFIED:
             return []
         if status == ABSENT:
@@ -188,7 +241,7 @@ class HpssArchive:
         return [f"checking {bundle_path} on {self.name}: the job exited {status}"]
 
     async def write(self, plan: BundlePlan, source_root: Path) -> BundleState:
-        status = await self._run(render(plan, self.endpoint, self.source_root, "write"), f"writing {plan.path}")
+        status, _ = await self._run(render(plan, self.endpoint, self.source_root, "write"), f"writing {plan.path}")
         if status == VERIFIED:
             return BundleState(state="verified", members=[MemberEntry(name=m.path, size=m.size) for m in plan.members])
         if status == EXISTS:
@@ -208,11 +261,74 @@ class HpssArchive:
         raise ArchiveWriteFailed(f"writing {plan.path} on {self.name}: the job exited {status}; retrying")
 
     async def bundles(self, beamline: str, proposal: str) -> list[ExistingBundle]:
-        # A job's output cannot be read through the API: the archiver knows the bundles from the ledger.
-        return []
+        """One job lists the proposal's folder and every bundle in it. Without ``listing_dir`` the archive
+        cannot be read back here and this is empty: the archiver then knows the bundles from the ledger."""
+        if self.endpoint.listing_dir is None:
+            return []
+        directory = f"{beamline}/raw/{proposal}"
+        folder = f"{self.endpoint.root.rstrip('/')}/{directory}"
+        out, prepare = self._listing_file(f"listing {directory}")
+        q = shlex.quote
+        entry = f'{q(folder)}/"$name"'
+        script = "\n".join(
+            [
+                "#!/bin/bash",
+                *directives(self.endpoint, f"list-{proposal[:40]}"),
+                "set -u",
+                *prepare,
+                ': > "$out"',
+                f"hsi -q ls {q(folder)} > /dev/null 2>&1 || exit 0",  # no folder: no bundles
+                f'hsi -q ls -1 {q(folder)} 2>&1 | tail -n +2 > "$out.names" || exit {MISMATCH}',
+                "while IFS= read -r name; do",
+                '  case "$name" in',
+                "    *.idx) ;;",
+                f'    *.tar) printf "BUNDLE %s\\n" "$name" >> "$out"; htar -tf {entry} >> "$out" 2>/dev/null'
+                ' || printf "UNREADABLE %s\\n" "$name" >> "$out" ;;',
+                f'    *) printf "FILE %s\\n" "$name" >> "$out"; hsi -q ls -l {entry} >> "$out" 2>&1 ;;',
+                "  esac",
+                'done < "$out.names"',
+                'rm -f "$out.names"',
+                f"exit {VERIFIED}",
+            ]
+        )
+        status, text = await self._run(script + "\n", f"listing {directory} on {self.name}", read_back=out)
+        if status != VERIFIED:
+            raise ArchiveWriteFailed(f"listing {directory} on {self.name}: the job exited {status}; retrying")
+        return parse_folder_listing(directory, text)
 
     async def members(self, bundle_path: str) -> list[MemberEntry]:
-        raise UnsupportedEndpoint(f"listing {bundle_path} on HPSS is not built yet; the ledger lists its members")
+        out, prepare = self._listing_file(f"listing {bundle_path}")
+        target = f"{self.endpoint.root.rstrip('/')}/{bundle_path}"
+        q = shlex.quote
+        lister = (
+            f'htar -tf {q(target)} > "$out" 2>&1'
+            if bundle_path.endswith(".tar")
+            else (f'hsi -q ls -l {q(target)} > "$out" 2>&1')
+        )
+        script = "\n".join(
+            [
+                "#!/bin/bash",
+                *directives(self.endpoint, "list"),
+                "set -u",
+                *prepare,
+                f"hsi -q ls {q(target)} > /dev/null 2>&1 || exit {ABSENT}",
+                f"{lister} || exit {MISMATCH}",
+                f"exit {VERIFIED}",
+            ]
+        )
+        status, text = await self._run(script + "\n", f"listing {bundle_path} on {self.name}", read_back=out)
+        if status == ABSENT:
+            raise BundleNotFound(f"{bundle_path} is not on {self.name}")
+        if status == MISMATCH:
+            raise BundleUnverified(f"htar cannot list {bundle_path} on {self.name} (its index may be missing)")
+        if status != VERIFIED:
+            raise ArchiveWriteFailed(f"listing {bundle_path} on {self.name}: the job exited {status}; retrying")
+        if bundle_path.endswith(".tar"):
+            return parse_htar_listing(text)
+        size = parse_hsi_size(text)
+        if size is None:
+            raise BundleUnverified(f"hsi's listing of {bundle_path} on {self.name} shows no file size")
+        return [MemberEntry(name=bundle_path.rsplit("/", 1)[1], size=size)]
 
     async def restore(self, bundle_path: str, members: list[str] | None, destination: Path) -> list[Path]:
         """Extract the bundle (or only ``members``) into ``destination``, a folder the job sees at the site.
@@ -221,15 +337,20 @@ class HpssArchive:
         if nothing different is there already, so a restore never overwrites a file.
         """
         if members is None:
-            raise UnsupportedEndpoint(
-                f"restoring a whole bundle from HPSS needs its member list, which a job cannot send back; "
-                f"restore a scan's members ({bundle_path})"
-            )
+            members = [entry.name for entry in await self.members(bundle_path)]
         for name in members:
             check_relative(name)
         q = shlex.quote
         target = f"{self.endpoint.root.rstrip('/')}/{bundle_path}"
-        names = "\n".join(members)
+        if bundle_path.endswith(".tar"):
+            extract = f'htar -xvf {q(target)} -L "$list" > /dev/null; status=$?; [ "$status" -eq 0 ] || exit "$status"'
+        elif len(members) == 1:  # a large file stored alone: fetched under the member's own path
+            extract = (
+                f'mkdir -p "$(dirname {q(members[0])})" && hsi -q get {q(members[0])} : {q(target)} > /dev/null 2>&1'
+                f" || exit {MISMATCH}"
+            )
+        else:
+            raise MemberNotInBundle(f"{bundle_path} is a single file stored with hsi; restore one member of it")
         script = "\n".join(
             [
                 "#!/bin/bash",
@@ -237,22 +358,23 @@ class HpssArchive:
                 "set -u",
                 f"mkdir -p {q(str(destination))} || exit {NO_SOURCE}",
                 f"work=$(mktemp -d -p {q(str(destination))} .beamflow-restore.XXXXXX) || exit {NO_SOURCE}",
-                "trap 'rm -rf \"$work\"' EXIT",
+                "list=$(mktemp) || exit 1",
+                'trap \'rm -rf "$work" "$list"\' EXIT',
                 'cd "$work" || exit 1',
-                "cat > members <<'BEAMFLOW_MEMBERS_END'",
-                names,
+                "cat > \"$list\" <<'BEAMFLOW_MEMBERS_END'",
+                "\n".join(members),
                 "BEAMFLOW_MEMBERS_END",
-                f'htar -xvf {q(target)} -L members > /dev/null; status=$?; [ "$status" -eq 0 ] || exit "$status"',
+                extract,
                 "while IFS= read -r name; do",
                 f'  [ -f "$name" ] || exit {MISMATCH}',
                 f'  final={q(str(destination))}/"$name"',
                 '  if [ -e "$final" ]; then cmp -s "$name" "$final" || exit ' + str(EXISTS) + "; continue; fi",
                 '  mkdir -p "$(dirname "$final")" && mv "$name" "$final" || exit 1',
-                "done < members",
+                'done < "$list"',
                 f"exit {VERIFIED}",
             ]
         )
-        status = await self._run(script + "\n", f"restoring from {bundle_path}")
+        status, _ = await self._run(script + "\n", f"restoring from {bundle_path}")
         if status == EXISTS:
             raise RestoreConflict(
                 f"a different file is already where a member of {bundle_path} would go; nothing moved"
@@ -262,3 +384,30 @@ class HpssArchive:
         if status != VERIFIED:
             raise ArchiveWriteFailed(f"restoring from {bundle_path}: the job exited {status}; retry")
         return [destination / name for name in members]
+
+
+def parse_folder_listing(directory: str, text: str) -> list[ExistingBundle]:
+    """The bundles in a ``bundles`` job's output: "BUNDLE name" + htar's listing, "FILE name" + hsi's, or
+    "UNREADABLE name" (a bundle htar cannot list: it exists, so its name is taken, but its members are unknown)."""
+    found: list[ExistingBundle] = []
+    name: str | None = None
+    lines: list[str] = []
+
+    def close() -> None:
+        if name is None:
+            return
+        if name.endswith(".tar"):
+            members = [entry.name for entry in parse_htar_listing("\n".join(lines))]
+            found.append(ExistingBundle(directory=directory, name=name, kind="htar", members=members))
+        else:
+            found.append(ExistingBundle(directory=directory, name=name, kind="hsi", members=[]))
+
+    for line in text.splitlines():
+        word, _, rest = line.partition(" ")
+        if word in ("BUNDLE", "FILE", "UNREADABLE") and rest and "/" not in rest:
+            close()
+            name, lines = rest, []
+        else:
+            lines.append(line)
+    close()
+    return sorted({bundle.name: bundle for bundle in found}.values(), key=lambda bundle: bundle.name)

@@ -103,6 +103,14 @@ class HpssEndpoint(_Endpoint):
         default=None,
         description="Where the archive's source endpoint is at the site (default: its root path as configured).",
     )
+    listing_dir: str | None = Field(
+        default=None,
+        description=(
+            "A folder at the site (e.g. on $PSCRATCH) where listing jobs leave htar's and hsi's listings for "
+            "beamflow to read back through the API. Without it the archive's bundles are known from the ledger "
+            "only, and `beamflow archive ls --bundle` and whole-bundle restores are refused."
+        ),
+    )
     poll_interval: Duration = Field(default=timedelta(seconds=10), description="How often the job is polled.")
     job_timeout: Duration = Field(default=timedelta(hours=13), description="Give up on a job after this long.")
 

@@ -23,6 +23,12 @@ What sfapi-client does, and what this answers (paths under ``/api/v1.2``; the to
   "ERROR"`` with squeue's ``slurm_load_jobs error: Invalid job id specified`` (sacct=false) or an empty ``output``
   (sacct=true), as the two Slurm commands answer.
 * ``DELETE /compute/jobs/{machine}/{jobid}`` -> ``scancel``; ``{"status": "OK"|"ERROR", "output", "error"}``.
+* ``GET /utilities/ls/{machine}/{path}`` -> ``{"status", "entries": [{"perms", "hardlinks", "user", "group", "size",
+  "date", "name"}], "error"}``, the rows of ``ls -la``: a folder gives its entries with ``.`` and ``..``, a file one
+  entry named by its full path. A missing path is ``"status": "ERROR"`` with ls's "No such file or directory".
+* ``GET /utilities/download/{machine}/{path}?binary=`` -> ``{"status", "file", "is_binary", "error"}``: the text, or
+  base64 when ``binary=true``; a folder or a missing file is an ``ERROR`` with the reason. Paths are the site's
+  own (this machine's), read with the server's rights.
 
 QOS: the script's ``#SBATCH -q/--qos`` must be one the fake site offers (``qos=``, by default NERSC's list
 including ``xfer``), else the task fails with Slurm's "Invalid qos specification"; Slurm itself has no accounting
@@ -31,18 +37,22 @@ here and would accept anything. The QOS (default ``regular``) is recorded and re
 
 from __future__ import annotations
 
+import base64
 import collections
 import datetime
+import grp
 import json
+import pwd
 import secrets
 import shlex
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 from beamflow.sfapi_local.auth import ASSERTION_TYPE, AssertionVerifier, InvalidClient, load_public_key
 from beamflow.sfapi_local.slurm import JobRecord, LocalSlurm
@@ -431,6 +441,8 @@ class SfApi:
         client = self._authenticate(request)
         if client is None:
             return _error(401, "Not authenticated: a valid Bearer access token is required")
+        if parts[0] == "utilities" and request.method == "GET" and len(parts) >= 4:
+            return self._utility(request, parts[1], parts[2], unquote(request.path.split(f"/{parts[2]}/", 1)[1]))
         routes: dict[tuple[str, int, str], Callable[[Request, list[str]], Response]] = {
             ("POST", 3, "compute"): self._submit,
             ("GET", 3, "compute"): self._job_list,
@@ -674,3 +686,62 @@ class SfApi:
         if result.returncode != 0:
             return Response(200, {"status": "ERROR", "output": "", "error": result.stderr.strip() or message})
         return Response(200, {"status": "OK", "output": result.stdout, "error": None})
+
+    # -- utilities: the site's files --
+
+    def _utility(self, request: Request, action: str, machine: str, path: str) -> Response:
+        problem = self._machine_error(machine)
+        if problem is not None:
+            return problem
+        path = "/" + path.lstrip("/")
+        if action == "ls":
+            return self._ls(Path(path))
+        if action == "download":
+            binary = (request.query.get("binary") or ["false"])[0].lower() == "true"
+            return self._download(Path(path), binary)
+        return _error(404, "Not Found")
+
+    @staticmethod
+    def _ls(path: Path) -> Response:
+        try:
+            if path.is_dir() and not path.is_symlink():
+                rows = [_ls_entry(path, "."), _ls_entry(path.parent, "..")]
+                rows += [_ls_entry(child, child.name) for child in sorted(path.iterdir())]
+            else:
+                rows = [_ls_entry(path, str(path))]
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            return Response(200, {"status": "ERROR", "entries": [], "error": f"ls: cannot access '{path}': {reason}"})
+        return Response(200, {"status": "OK", "entries": rows, "error": None})
+
+    @staticmethod
+    def _download(path: Path, binary: bool) -> Response:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            return Response(200, {"status": "ERROR", "file": None, "is_binary": binary, "error": f"{path}: {reason}"})
+        if binary:
+            return Response(
+                200, {"status": "OK", "file": base64.b64encode(data).decode(), "is_binary": True, "error": None}
+            )
+        text = data.decode("utf-8", "replace")
+        return Response(200, {"status": "OK", "file": text, "is_binary": False, "error": None})
+
+
+def _ls_entry(path: Path, name: str) -> dict[str, Any]:
+    info = path.lstat()
+    try:
+        user = pwd.getpwuid(info.st_uid).pw_name
+        group = grp.getgrgid(info.st_gid).gr_name
+    except KeyError:
+        user, group = str(info.st_uid), str(info.st_gid)
+    return {
+        "perms": stat.filemode(info.st_mode),
+        "hardlinks": info.st_nlink,
+        "user": user,
+        "group": group,
+        "size": info.st_size,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(info.st_mtime)),
+        "name": name,
+    }

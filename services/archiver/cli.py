@@ -13,6 +13,7 @@ import typer
 from beamflow.archiver.handler import backend_for
 from beamflow.archiver.planning import parse_cycle
 from beamflow.common.archive_config import ArchivePolicy
+from beamflow.common.archive_hpss import HpssArchive
 from beamflow.common.bus import publish_event
 from beamflow.common.cli_options import (
     DEFAULT_CONFIG,
@@ -46,10 +47,17 @@ def archive(
     words: Annotated[list[str], typer.Argument(help="PROPOSAL to archive now, or `ls PROPOSAL` to list its bundles.")],
     beamline: BeamlineOption,
     cycle: Annotated[str | None, typer.Option(help="Only this beam cycle, e.g. 2026-1 or 2026-2.")] = None,
+    bundle: Annotated[
+        str | None, typer.Option("--bundle", help="With `ls`: list this bundle's members as the archive reads them.")
+    ] = None,
     config: ConfigOption = DEFAULT_CONFIG,
     nats_url: NatsOption = None,
 ) -> None:
-    """Archive a proposal's verified copies now (the archiver does it), or list what its bundles hold."""
+    """Archive a proposal's verified copies now (the archiver does it), or list its bundles.
+
+    `beamflow archive ls PROPOSAL -b BL` reads the archive's own listing and sets it beside what the ledger
+    records; `--bundle NAME` lists one bundle's members. On HPSS each listing is a Slurm job.
+    """
     loaded = load_or_exit(config)
     policy = _policy(loaded, beamline)
     if cycle is not None:
@@ -61,12 +69,16 @@ def archive(
     url = bus_url(loaded, nats_url)
     try:
         if words[0] == "ls" and len(words) == 2:
-            summary, table = asyncio.run(_listing(url, loaded, beamline, words[1]))
+            if bundle is not None:
+                out.print(asyncio.run(_members(loaded, policy, beamline, words[1], bundle)))
+                return
+            with console.status(f"listing {words[1]} on {policy.endpoint}"):
+                summary, table = asyncio.run(_listing(url, loaded, beamline, words[1]))
             out.print(summary)
             out.print(table)
             return
-        if len(words) != 1:
-            console.print("[red]usage: beamflow archive PROPOSAL | beamflow archive ls PROPOSAL[/red]")
+        if len(words) != 1 or bundle is not None:
+            console.print("[red]usage: beamflow archive PROPOSAL | beamflow archive ls PROPOSAL [--bundle NAME][/red]")
             raise typer.Exit(2)
         request = ArchiveRequested(beamline=beamline, proposal=words[0], cycle=cycle)
         asyncio.run(_request(url, request))
@@ -91,7 +103,7 @@ async def _records(url: str, beamline: str) -> list[ScanRecord]:
 
 async def _listing(url: str, config: BeamflowConfig, beamline: str, proposal: str) -> tuple[str, Table]:
     policy = _policy(config, beamline)
-    bundles: dict[str, list[ScanRecord]] = defaultdict(list)
+    in_ledger: dict[str, list[ScanRecord]] = defaultdict(list)
     waiting = 0
     for record in await _records(url, beamline):
         if policy.proposal_of(record.scan_path or "") != proposal:
@@ -100,21 +112,45 @@ async def _listing(url: str, config: BeamflowConfig, beamline: str, proposal: st
         if copy is None:
             waiting += record.copies.get(policy.source) is not None
             continue
-        bundles[copy.external_id or "?"].append(record)
-    summary = f"{proposal} on {policy.endpoint}: {len(bundles)} bundle(s); {waiting} verified scan(s) not archived"
+        in_ledger[copy.external_id or "?"].append(record)
+    backend = backend_for(config, policy)
+    listable = not isinstance(backend, HpssArchive) or backend.endpoint.listing_dir is not None
+    in_archive = {f"{b.directory}/{b.name}": b for b in await backend.bundles(beamline, proposal)}
+    summary = (
+        f"{proposal} on {policy.endpoint}: {len(set(in_ledger) | set(in_archive))} bundle(s); "
+        f"{waiting} verified scan(s) not archived"
+    )
+    if not listable:
+        summary += f" (the archive is not listed: {policy.endpoint} has no listing_dir; this is the ledger's view)"
     table = Table()
-    for column in ("bundle", "scans", "members", "bytes", "archived"):
+    for column in ("bundle", "in archive", "scans", "members", "bytes", "archived"):
         table.add_column(column)
-    for bundle, records in sorted(bundles.items()):
+    for path in sorted(set(in_ledger) | set(in_archive)):
+        listed = in_archive.get(path)
+        shown = "not listed" if not listable else ("yes" if listed is not None else "[red]MISSING[/red]")
+        records = in_ledger.get(path, [])
         copies = [r.copies[policy.endpoint] for r in records]
+        members = sum(len(c.files) for c in copies) if copies else len(listed.members) if listed else 0
         table.add_row(
-            bundle,
-            str(len(records)),
-            str(sum(len(c.files) for c in copies)),
-            str(sum(c.bytes for c in copies)),
-            max(c.verified_at for c in copies).isoformat(timespec="seconds"),
+            path,
+            shown,
+            str(len(records)) if records else "[yellow]not in ledger[/yellow]",
+            str(members),
+            str(sum(c.bytes for c in copies)) if copies else "-",
+            max(c.verified_at for c in copies).isoformat(timespec="seconds") if copies else "-",
         )
     return summary, table
+
+
+async def _members(config: BeamflowConfig, policy: ArchivePolicy, beamline: str, proposal: str, name: str) -> Table:
+    path = name if "/" in name else f"{beamline}/raw/{proposal}/{name}"
+    entries = await backend_for(config, policy).members(path)
+    table = Table(title=f"{path} on {policy.endpoint}: {len(entries)} member(s)")
+    table.add_column("member")
+    table.add_column("bytes", justify="right")
+    for entry in entries:
+        table.add_row(entry.name, str(entry.size))
+    return table
 
 
 def restore(

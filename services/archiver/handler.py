@@ -158,7 +158,9 @@ class Archiver:
         backend = backend_for(self.config, policy)
         existing = await backend.bundles(beamline, proposal)
         if isinstance(backend, HpssArchive):
-            existing += await self._known_bundles(ctx, beamline, policy, proposal)
+            # A file stored alone on HPSS lists without its source path, and without `listing_dir` nothing
+            # lists at all: what the ledger knows fills in.
+            existing = merge_bundles(existing, await self._known_bundles(ctx, beamline, policy, proposal))
         plans = self._plan(beamline, policy, proposal, members, existing)
         await self._existing_verify(backend, policy, plans, existing, proposal)
         source_root = Path(str(self.config.endpoints[policy.source].root))
@@ -294,3 +296,13 @@ class Archiver:
                 await holds.place_after_copy(
                     ctx.js, ctx.publish, self.config, scan_id, beamline, holders, policy.endpoint, files
                 )
+
+
+def merge_bundles(listed: list[ExistingBundle], known: list[ExistingBundle]) -> list[ExistingBundle]:
+    """The bundles the archive listed, with the members the ledger knows added, plus the ledger's others."""
+    merged = {bundle.name: bundle for bundle in known}
+    for bundle in listed:
+        extra = merged[bundle.name].members if bundle.name in merged else []
+        members = sorted(set(bundle.members) | set(extra))
+        merged[bundle.name] = bundle.model_copy(update={"members": members})
+    return sorted(merged.values(), key=lambda bundle: bundle.name)

@@ -4,6 +4,7 @@ the SFAPI stand-in, which runs them under a real Slurm with the htar/hsi stand-i
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import time
@@ -12,13 +13,14 @@ from pathlib import Path
 
 import pytest
 from beamflow.archiver.service import build as build_archiver
-from beamflow.common.archive_backend import BundleExists, BundleUnverified, RestoreConflict
+from beamflow.common.archive_backend import BundleExists, BundleNotFound, BundleUnverified, RestoreConflict
 from beamflow.common.archive_config import ArchivePolicy
 from beamflow.common.archive_hpss import HpssArchive
 from beamflow.common.archive_model import BundlePlan, Cycle, MemberFile
 from beamflow.common.checksums import file_checksum
 from beamflow.common.config import BeamflowConfig
 from beamflow.common.endpoints import HpssEndpoint, RetentionRule
+from beamflow.common.errors import UnsupportedEndpoint
 from beamflow.common.events import ScanArchived
 from beamflow.common.natsserver import EmbeddedNats
 from beamflow.common.secrets import SecretRef
@@ -45,6 +47,7 @@ def hpss_config(tmp_path: Path, nersc: LocalNersc, monkeypatch: pytest.MonkeyPat
         token_url=nersc.token_url,
         client_id=SecretRef(env="TEST_SFAPI_CLIENT_ID"),
         private_key=SecretRef(env="TEST_SFAPI_KEY"),
+        listing_dir=str(nersc.scratch / tmp_path.name / "listings"),
         poll_interval=timedelta(seconds=1),
         job_timeout=timedelta(seconds=120),
         leaves_facility=True,
@@ -192,3 +195,53 @@ async def test_a_copy_held_for_the_archive_is_pruned_once_a_job_confirms_the_bun
     assert (pruned.endpoint, pruned.check_endpoint) == ("data", "hpss")
     assert not (tmp_path / f"data/{PROPOSAL}/2026/tomo_5.h5").exists()
     assert (tmp_path / f"source/{PROPOSAL}/2026/tomo_5.h5").exists(), "only the held copy is pruned"
+
+
+async def test_the_archive_lists_its_bundles_and_members_and_restores_a_whole_bundle(
+    tmp_path: Path, nersc: LocalNersc, hpss_config: BeamflowConfig
+) -> None:
+    root = tmp_path / "data"
+    first, second = member(root, f"{PROPOSAL}/a b.h5", 3000), member(root, f"{PROPOSAL}/sub/c.h5", 4000)
+    big = member(root, f"{PROPOSAL}/big/frame.h5", 5000)
+    archive = HpssArchive(hpss_config.endpoints["hpss"], "hpss", str(root))  # type: ignore[arg-type]
+    assert await archive.bundles("bl832", PROPOSAL) == []  # no folder yet
+    await archive.write(plan_for([first, second]), root)
+    alone = plan_for([big], name="frame.h5").model_copy(update={"kind": "hsi"})
+    await archive.write(alone, root)
+    # A bundle someone else wrote into the folder, which the ledger never saw, is listed too.
+    other = write(tmp_path / "elsewhere" / "x.h5", os.urandom(100))
+    folder = f"{ARCHIVE_ROOT}/{tmp_path.name}/bl832/raw/{PROPOSAL}"
+    await asyncio.to_thread(
+        subprocess.run,
+        ["htar", "-cf", f"{folder}/{PROPOSAL}_2026-2_part1.tar", "x.h5"],
+        env=nersc.tool_env,
+        cwd=other.parent,
+        check=True,
+        capture_output=True,
+    )
+    listed = await archive.bundles("bl832", PROPOSAL)
+    assert [(b.name, b.kind, b.members) for b in listed] == [
+        (f"{PROPOSAL}_2026-2.tar", "htar", [first.path, second.path]),
+        (f"{PROPOSAL}_2026-2_part1.tar", "htar", ["x.h5"]),
+        ("frame.h5", "hsi", []),  # stored alone: the listing has no source path, the ledger adds it
+    ]
+    entries = await archive.members(plan_for([first]).path)
+    assert [(e.name, e.size) for e in entries] == [(first.path, 3000), (second.path, 4000)]
+    assert [(e.name, e.size) for e in await archive.members(alone.path)] == [("frame.h5", 5000)]
+    with pytest.raises(BundleNotFound):
+        await archive.members(plan_for([first], name="absent.tar").path)
+    restored = await archive.restore(plan_for([first]).path, None, tmp_path / "restored")
+    assert sorted(p.relative_to(tmp_path / "restored").as_posix() for p in restored) == [first.path, second.path]
+    assert all(p.read_bytes() == (root / p.relative_to(tmp_path / "restored")).read_bytes() for p in restored)
+    [fetched] = await archive.restore(alone.path, [big.path], tmp_path / "restored")
+    assert fetched.read_bytes() == (root / big.path).read_bytes()
+
+
+async def test_without_a_listing_folder_listing_is_refused_with_what_to_set(
+    tmp_path: Path, hpss_config: BeamflowConfig
+) -> None:
+    endpoint = hpss_config.endpoints["hpss"].model_copy(update={"listing_dir": None})
+    archive = HpssArchive(endpoint, "hpss", str(tmp_path))  # type: ignore[arg-type]
+    assert await archive.bundles("bl832", PROPOSAL) == []
+    with pytest.raises(UnsupportedEndpoint, match="set `listing_dir`"):
+        await archive.restore(f"bl832/raw/{PROPOSAL}/{PROPOSAL}_2026-2.tar", None, tmp_path / "restored")
