@@ -69,6 +69,27 @@ async def test_a_submitted_script_runs_under_slurm_and_completes(nersc: LocalNer
     assert submitted is not None and submitted.script.read_text() == script
 
 
+async def test_the_site_files_list_and_download_and_a_missing_one_is_an_error(nersc: LocalNersc) -> None:
+    work = nersc.scratch / "utilities"
+    (work / "sub").mkdir(parents=True)
+    (work / "a listing.txt").write_text("HTAR: one\n")
+    (work / "blob.bin").write_bytes(bytes(range(256)))
+    async with client(nersc) as sfapi:
+        perlmutter = await sfapi.compute(Machine.perlmutter)
+        entries = await perlmutter.ls(str(work))
+        assert sorted(e.name for e in entries) == ["a listing.txt", "blob.bin", "sub"]
+        [text_file] = [e for e in entries if e.name == "a listing.txt"]
+        assert text_file.size == len("HTAR: one\n") and text_file.perms.startswith("-")
+        assert (await text_file.download()).read() == "HTAR: one\n"
+        [blob] = await perlmutter.ls(str(work / "blob.bin"))
+        assert (await blob.download(binary=True)).read() == bytes(range(256))
+        [sub] = [e for e in entries if e.name == "sub"]
+        with pytest.raises(IsADirectoryError):
+            await sub.download()
+        with pytest.raises(SfApiError, match="No such file or directory"):
+            await perlmutter.ls(str(work / "absent.txt"))
+
+
 async def test_a_failing_script_ends_failed_with_its_exit_code(nersc: LocalNersc) -> None:
     async with client(nersc) as sfapi:
         perlmutter = await sfapi.compute(Machine.perlmutter)
