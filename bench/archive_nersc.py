@@ -60,6 +60,7 @@ async def run(base: Path, scans: int, poll: float) -> dict[str, object]:
             client_id=SecretRef(env="BENCH_SFAPI_CLIENT_ID"),
             private_key=SecretRef(env="BENCH_SFAPI_KEY"),
             poll_interval=timedelta(seconds=poll),
+            listing_dir=str(nersc.scratch / "listings"),  # as config/bl832.yaml: the archive is listed first
         )
         policy = ArchivePolicy(endpoint="hpss", source="data", when="per_scan")
         beamline = config.beamlines["bl832"].model_copy(update={"archive": policy})

@@ -36,6 +36,7 @@ from beamflow.common.archive_backend import (
 from beamflow.common.archive_model import BundlePlan, BundleState, ExistingBundle, MemberEntry
 from beamflow.common.endpoints import HpssEndpoint, check_relative
 from beamflow.common.errors import UnsupportedEndpoint
+from beamflow.common.sfapi_session import download_text, sfapi_compute
 
 VERIFIED: Final = 0
 ABSENT: Final = 3
@@ -153,21 +154,12 @@ class HpssArchive:
     async def _run(self, script: str, what: str, read_back: str | None = None) -> tuple[int, str]:
         """Submit ``script``, follow it to the end, and return its exit status (a failed job included) and,
         when the job succeeded, the text of the site's file ``read_back`` ("" without one)."""
-        from sfapi_client import AsyncClient, SfApiError
-        from sfapi_client.compute import Machine
+        from sfapi_client import SfApiError
         from sfapi_client.jobs import JobState
-        from sfapi_client.paths import AsyncRemotePath
 
         timeout = int(self.endpoint.job_timeout.total_seconds())
         try:
-            async with AsyncClient(
-                client_id=self.endpoint.client_id.resolve().get_secret_value(),
-                secret=self.endpoint.private_key.resolve().get_secret_value(),
-                api_base_url=self.endpoint.api_base_url,
-                token_url=self.endpoint.token_url,
-                wait_interval=max(1, int(self.endpoint.poll_interval.total_seconds())),
-            ) as client:
-                machine = await client.compute(Machine(self.endpoint.machine))
+            async with sfapi_compute(self.endpoint, self.endpoint.poll_interval) as machine:
                 job = await machine.submit_job(script)
                 try:
                     await job.complete(timeout=timeout)
@@ -182,9 +174,7 @@ class HpssArchive:
                 status = int(str(accounting.exitcode or "0:0").split(":")[0])
                 text = ""
                 if read_back is not None and status == VERIFIED:
-                    # A plain file of ours: its kind is known, so no extra `ls` round trip is needed.
-                    remote = AsyncRemotePath(path=read_back, compute=machine, perms="-rw-r--r--")
-                    text = str((await remote.download()).read())
+                    text = await download_text(machine, read_back)
         except SfApiError as exc:
             raise ArchiveWriteFailed(f"{what}: NERSC's API said: {exc}; retrying") from None
         return status, text

@@ -88,16 +88,21 @@ class SlurmSettings(BaseModel):
     time: str = Field(default="12:00:00", description="Walltime, HH:MM:SS.")
 
 
-class HpssEndpoint(_Endpoint):
-    """NERSC HPSS tape, reached by htar/hsi jobs submitted to Slurm through the Superfacility API."""
+class SfapiAccess(BaseModel):
+    """How beamflow reaches NERSC's Superfacility API: the API, and a client's id and key (from secrets)."""
 
-    kind: Literal["hpss"] = "hpss"
-    root: str = Field(description="HPSS folder beamflow archives under, e.g. /home/a/alsdev/data_mover.")
     api_base_url: str = Field(description="The Superfacility API, e.g. https://api.nersc.gov/api/v1.2.")
     token_url: str = Field(description="The OAuth token endpoint of the API's client credentials.")
     client_id: SecretRef
     private_key: SecretRef = Field(description="The client's private key: PEM text, or a JSON key file's content.")
     machine: str = "perlmutter"
+
+
+class HpssEndpoint(_Endpoint, SfapiAccess):
+    """NERSC HPSS tape, reached by htar/hsi jobs submitted to Slurm through the Superfacility API."""
+
+    kind: Literal["hpss"] = "hpss"
+    root: str = Field(description="HPSS folder beamflow archives under, e.g. /home/a/alsdev/data_mover.")
     slurm: SlurmSettings = Field(default_factory=SlurmSettings)
     source_root: str | None = Field(
         default=None,
