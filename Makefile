@@ -31,9 +31,11 @@ lint: $(STAMP)
 	  && ln -sfn ../../../libs/scicat_local .beamflow/typecheck/beamflow/scicat_local \
 	  && ln -sfn ../../../services/ingestor .beamflow/typecheck/beamflow/ingestor \
 	  && ln -sfn ../../../libs/sfapi_local .beamflow/typecheck/beamflow/sfapi_local \
-	  && ln -sfn ../../../services/archiver .beamflow/typecheck/beamflow/archiver
+	  && ln -sfn ../../../services/archiver .beamflow/typecheck/beamflow/archiver \
+	  && ln -sfn ../../../services/analyzer .beamflow/typecheck/beamflow/analyzer \
+	  && ln -sfn ../../../libs/globus_local .beamflow/typecheck/beamflow/globus_local
 	MYPYPATH=.beamflow/typecheck $(BIN)/mypy -p beamflow.common -p beamflow.scicat_local -p beamflow.ingestor \
-	  -p beamflow.sfapi_local -p beamflow.archiver
+	  -p beamflow.sfapi_local -p beamflow.archiver -p beamflow.analyzer -p beamflow.globus_local
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -p no:cacheprovider

@@ -177,6 +177,8 @@ async def ensure_streams(js: JetStreamContext, config: BeamflowConfig) -> None:
     for wanted in stream_configs(config):
         await _patiently(f"stream {wanted.name}", partial(_ensure_stream, js, wanted))
     await _patiently(f"bucket {subjects.LEDGER_BUCKET}", lambda: ensure_ledger_bucket(js, config))
+    jobs = "beamflow analysis jobs that run now, by scan and analysis"
+    await _patiently(f"bucket {subjects.JOBS_BUCKET}", lambda: ensure_bucket(js, config, subjects.JOBS_BUCKET, jobs))
 
 
 async def _ensure_stream(js: JetStreamContext, wanted: StreamConfig) -> None:
@@ -230,20 +232,25 @@ def _settings(stream: StreamConfig) -> tuple[object, ...]:
 
 async def ensure_ledger_bucket(js: JetStreamContext, config: BeamflowConfig) -> KeyValue:
     """The ledger's KV bucket: one key per scan, latest value only (the event streams keep the history)."""
+    return await ensure_bucket(js, config, subjects.LEDGER_BUCKET, "beamflow ledger: where every scan is, by scan id")
+
+
+async def ensure_bucket(js: JetStreamContext, config: BeamflowConfig, bucket: str, description: str) -> KeyValue:
+    """A KV bucket holding the latest value per key, replicated as configured; found if it exists."""
     try:
-        return await js.key_value(subjects.LEDGER_BUCKET)
+        return await js.key_value(bucket)
     except BucketNotFoundError:
         pass
     kv = await js.create_key_value(
         KeyValueConfig(
-            bucket=subjects.LEDGER_BUCKET,
-            description="beamflow ledger: where every scan is, by scan id",
+            bucket=bucket,
+            description=description,
             history=1,
             storage=StorageType.FILE,
             replicas=config.nats.replicas,
         )
     )
-    log.info("created key-value bucket", extra={"bucket": subjects.LEDGER_BUCKET})
+    log.info("created key-value bucket", extra={"bucket": bucket})
     return kv
 
 

@@ -21,8 +21,15 @@ import yaml
 from beamflow.common import subjects
 from beamflow.common.archive_config import ArchivePolicy
 from beamflow.common.catalog_config import BeamlineCatalog, CatalogConnection
+from beamflow.common.compute_config import AnalysisPolicy, ComputeSiteConfig
 from beamflow.common.durations import Duration
-from beamflow.common.endpoints import EndpointConfig, FilesystemEndpoint, HpssEndpoint, TarArchiveEndpoint
+from beamflow.common.endpoints import (
+    EndpointConfig,
+    FilesystemEndpoint,
+    GlobusEndpoint,
+    HpssEndpoint,
+    TarArchiveEndpoint,
+)
 from beamflow.common.errors import ConfigError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -131,6 +138,7 @@ class BeamlineConfig(_Section):
     export_control: ExportControl = Field(default_factory=ExportControl)
     catalog: BeamlineCatalog | None = Field(default=None, description="Unset: this beamline is not catalogued.")
     archive: ArchivePolicy | None = Field(default=None, description="Unset: this beamline is not archived.")
+    analysis: AnalysisPolicy | None = Field(default=None, description="Unset: nothing is run on this beamline's scans.")
 
 
 class BeamflowConfig(_Section):
@@ -141,6 +149,7 @@ class BeamflowConfig(_Section):
     catalog: CatalogConnection = Field(default_factory=CatalogConnection)
     state_dir: Path = Field(default=Path(".beamflow/state"), description="Local state: the watcher's spool.")
     endpoints: dict[str, EndpointConfig] = Field(default_factory=dict)
+    compute: dict[str, ComputeSiteConfig] = Field(default_factory=dict, description="Where analysis jobs run.")
     beamlines: dict[str, BeamlineConfig] = Field(default_factory=dict)
 
     @property
@@ -248,6 +257,14 @@ def cross_check(config: BeamflowConfig) -> list[str]:
             problems += _check_catalog(config, f"{where}.catalog", bl, reachable)
         if bl.archive is not None:
             problems += _check_archive(config, f"{where}.archive", bl.archive, reachable)
+        if bl.analysis is not None:
+            problems += _check_analysis(config, f"{where}.analysis", bl.analysis, reachable)
+    for name, site in config.compute.items():
+        scratch = config.endpoints.get(site.scratch)
+        if scratch is None:
+            problems.append(f"compute.{name}.scratch: no endpoint named {site.scratch!r} is defined")
+        elif not isinstance(scratch, FilesystemEndpoint | GlobusEndpoint):
+            problems.append(f"compute.{name}.scratch: {site.scratch!r} is a {scratch.kind} endpoint; jobs need files")
     for name, endpoint in config.endpoints.items():
         if isinstance(endpoint, TarArchiveEndpoint | HpssEndpoint) and endpoint.retention is not None:
             problems.append(f"endpoints.{name}.retention: bundles in an archive are never pruned; remove it")
@@ -262,6 +279,20 @@ def cross_check(config: BeamflowConfig) -> list[str]:
                     f"endpoints.{name}: an archive is written by the archiver only; {', '.join(uses)} "
                     "watches or copies to it"
                 )
+    return problems
+
+
+def _check_analysis(config: BeamflowConfig, where: str, policy: AnalysisPolicy, reachable: set[str]) -> list[str]:
+    problems: list[str] = []
+    if policy.site not in config.compute:
+        problems.append(f"{where}.site: no compute site named {policy.site!r} (define it under `compute:`)")
+    if policy.source not in reachable:
+        problems.append(f"{where}.source: {policy.source!r} never holds this beamline's scans")
+    output = config.endpoints.get(policy.output_endpoint)
+    if output is None:
+        problems.append(f"{where}.output_endpoint: no endpoint named {policy.output_endpoint!r} is defined")
+    elif not isinstance(output, FilesystemEndpoint | GlobusEndpoint):
+        problems.append(f"{where}.output_endpoint: {policy.output_endpoint!r} is a {output.kind} endpoint, not storage")
     return problems
 
 

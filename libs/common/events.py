@@ -185,6 +185,9 @@ class ScanAnalyzed(Event):
     runtime_seconds: float = Field(ge=0)
     output_endpoint: Token
     outputs: list[FileCopy]
+    analysis: str = Field(default="", description="The beamline's analysis name (its outputs' folder).")
+    software: dict[str, str] = Field(default_factory=dict, description="What the job said it ran: name, version.")
+    parameters: dict[str, Any] = Field(default_factory=dict, description="The parameters the job reported.")
 
     def msg_id(self) -> str:
         return f"{self.scan_id}:{self.stage}:{self.compute_site}"

@@ -16,6 +16,8 @@ ADVISORY_STREAM: Final = "ADVISORIES"
 HOLDS_STREAM: Final = "HOLDS"
 #: The ledger: one key per scan in this JetStream KV bucket.
 LEDGER_BUCKET: Final = "LEDGER"
+#: Analysis jobs that run now: one key per (scan, analysis), so ``beamflow job cancel`` can reach them.
+JOBS_BUCKET: Final = "ANALYSIS_JOBS"
 #: Archive requests: an operator's ``beamflow archive`` and (later) end-of-cycle schedules.
 ARCHIVE_STREAM: Final = "ARCHIVES"
 ARCHIVE: Final = "archive"

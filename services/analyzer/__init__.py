@@ -1,4 +1,6 @@
-"""beamflow.analyzer: runs a beamline's analysis on HPC and publishes ``scan.analyzed``.
+"""beamflow.analyzer: runs a beamline's analysis job on each verified scan and publishes ``scan.analyzed``.
 
-Not built yet: this package holds no service and registers no entry point, so nothing can start it.
+``handler`` is the step (stage, run, bring back); ``jobs`` the controllers (local process, host Slurm,
+NERSC); ``script`` the job script and its result line; ``registry`` the running jobs an operator can
+cancel; ``analyses`` the example analyses a job runs; ``cli`` the ``beamflow job`` commands.
 """

@@ -202,8 +202,13 @@ def derived_dataset(
         accessGroups=raw.get("accessGroups") or [],
         investigator=raw.get("principalInvestigator") or raw["owner"],
         inputDatasets=[raw["pid"]],
-        usedSoftware=catalog.derived_software,
+        # What the job said it ran comes first: a site that swaps in its own reconstruction is named.
+        usedSoftware=[" ".join(filter(None, (analyzed.software.get("name"), analyzed.software.get("version"))))]
+        if analyzed.software.get("name")
+        else catalog.derived_software,
         jobParameters={
+            **analyzed.parameters,
+            "analysis": analyzed.analysis,
             "compute_site": analyzed.compute_site,
             "job_id": analyzed.job_id,
             "exit_status": analyzed.exit_status,

@@ -1,0 +1,156 @@
+"""The analyzer on the local compute site: real processes, real files, a real nats-server.
+
+The job runs a small analysis script (the sum of its inputs' sizes) that can also fail or hang, so each way
+a job ends is seen: done, a non-zero exit, past its walltime, cancelled by an operator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from beamflow.analyzer.registry import JobRegistry
+from beamflow.analyzer.service import build as build_analyzer
+from beamflow.common.compute_config import AnalysisPolicy, ComputeSiteConfig, LocalCompute
+from beamflow.common.config import BeamflowConfig
+from beamflow.common.endpoints import FilesystemEndpoint
+from beamflow.common.events import ScanAnalyzed
+from beamflow.common.natsserver import EmbeddedNats
+from beamflow.common.testing import harness, test_config, wait_for_record
+from beamflow.ledger.service import build as build_ledger
+from beamflow.mover.service import build as build_mover
+from tests.integration.test_mover import announce, write
+
+pytestmark = pytest.mark.timeout(120)
+
+SIZES = """
+import argparse, json, os, sys, time
+parser = argparse.ArgumentParser()
+parser.add_argument("--output", required=True)
+parser.add_argument("--mode", default="ok")
+parser.add_argument("inputs", nargs="+")
+args = parser.parse_args()
+if args.mode == "fail":
+    print("the analysis could not read its input", file=sys.stderr)
+    sys.exit(3)
+if args.mode == "hang":
+    time.sleep(600)
+total = sum(os.path.getsize(path) for path in args.inputs)
+os.makedirs(args.output, exist_ok=True)
+with open(os.path.join(args.output, "sizes.txt"), "w") as out:
+    out.write(f"{total}\\n")
+print("progress noise before the result line")
+print(json.dumps({"analysis": "sizes", "outputs": ["sizes.txt"], "parameters": {"inputs": len(args.inputs)},
+                  "software": {"name": "sizes", "version": "1.0"}}))
+"""
+
+
+def analyzer_config(
+    tmp_path: Path, mode: str = "ok", walltime: timedelta = timedelta(minutes=5), site: ComputeSiteConfig | None = None
+) -> BeamflowConfig:
+    script = tmp_path / "sizes.py"
+    script.write_text(SIZES)
+    base = test_config(tmp_path, max_deliver=1, ack_wait=timedelta(seconds=5))
+    extra = {name: FilesystemEndpoint(root=tmp_path / name) for name in ("scratch", "results")}
+    for endpoint in extra.values():
+        endpoint.root.mkdir(parents=True, exist_ok=True)
+    policy = AnalysisPolicy(
+        name="sizes",
+        site="here",
+        source="data",
+        output_endpoint="results",
+        command=["{python}", str(script), "--mode", mode],
+        walltime=walltime,
+    )
+    beamline = base.beamlines["bl832"].model_copy(update={"analysis": policy})
+    return base.model_copy(
+        update={
+            "endpoints": {**base.endpoints, **extra},
+            "compute": {"here": site or LocalCompute(scratch="scratch")},
+            "beamlines": {"bl832": beamline},
+        }
+    )
+
+
+async def test_a_scan_is_analysed_and_its_outputs_brought_back_verified(
+    tmp_path: Path, nats_server: EmbeddedNats
+) -> None:
+    config = analyzer_config(tmp_path)
+    write(tmp_path / "source/P-1/scan_1.h5", os.urandom(12_345))
+    services = (build_mover(config), build_ledger(config), build_analyzer(config))
+    async with harness(config, nats_server.url, *services) as (bus, events):
+        scan = announce(tmp_path / "source", "bl832", ["P-1/scan_1.h5"])
+        await bus.publish(scan)
+        await events.wait_for(lambda c: len(c.of(ScanAnalyzed)) + len(c.failed) >= 1, timeout=60)
+        record = await wait_for_record(bus.js, scan.scan_id, lambda r: "job:here" in r.external_ids)
+        entry = await (await JobRegistry.open(bus.js)).get(scan.scan_id, "sizes")
+    assert not events.failed, events.failed[0].reason
+    [analyzed] = events.of(ScanAnalyzed)
+    assert analyzed.exit_status == 0 and analyzed.output_endpoint == "results"
+    assert [f.path for f in analyzed.outputs] == ["analysis/sizes/P-1/scan_1/sizes.txt"]
+    assert (tmp_path / "results/analysis/sizes/P-1/scan_1/sizes.txt").read_text() == "12345\n"
+    assert analyzed.software == {"name": "sizes", "version": "1.0"} and analyzed.parameters == {"inputs": 1}
+    assert record.external_ids["job:here"] == analyzed.job_id
+    assert entry is not None and (entry.state, entry.end) == ("ended", "completed")
+    assert not (tmp_path / "scratch/P-1/scan_1.h5").exists(), "the staged input is removed from scratch"
+    assert (tmp_path / "data/P-1/scan_1.h5").exists(), "the verified copy the input came from stays"
+
+
+async def test_a_job_that_exits_non_zero_is_a_dead_letter_naming_its_log(
+    tmp_path: Path, nats_server: EmbeddedNats
+) -> None:
+    config = analyzer_config(tmp_path, mode="fail")
+    write(tmp_path / "source/P-1/scan_2.h5", os.urandom(100))
+    async with harness(config, nats_server.url, build_mover(config), build_analyzer(config)) as (bus, events):
+        await bus.publish(announce(tmp_path / "source", "bl832", ["P-1/scan_2.h5"]))
+        await events.wait_for(lambda c: len(c.failed) >= 1, timeout=60)
+    [dead] = events.failed
+    assert dead.service == "analyzer" and "exit status 3" in dead.reason, dead.reason
+    log = Path(dead.reason.split("its log is in ")[1].split()[0]) / "job.out"
+    assert "could not read its input" in log.read_text()
+    assert not events.of(ScanAnalyzed)
+    assert not list((tmp_path / "results").rglob("*.txt"))
+
+
+async def test_a_job_past_its_walltime_is_stopped_and_fails_the_step(tmp_path: Path, nats_server: EmbeddedNats) -> None:
+    config = analyzer_config(tmp_path, mode="hang", walltime=timedelta(seconds=1))
+    write(tmp_path / "source/P-1/scan_3.h5", os.urandom(100))
+    async with harness(config, nats_server.url, build_mover(config), build_analyzer(config)) as (bus, events):
+        await bus.publish(announce(tmp_path / "source", "bl832", ["P-1/scan_3.h5"]))
+        await events.wait_for(lambda c: len(c.failed) >= 1, timeout=60)
+    [dead] = events.failed
+    assert "ran past its walltime" in dead.reason, dead.reason
+    assert not events.of(ScanAnalyzed)
+
+
+async def test_an_operator_cancels_a_running_job(tmp_path: Path, nats_server: EmbeddedNats) -> None:
+    config = analyzer_config(tmp_path, mode="hang")
+    write(tmp_path / "source/P-1/scan_4.h5", os.urandom(100))
+    async with harness(config, nats_server.url, build_mover(config), build_analyzer(config)) as (bus, events):
+        scan = announce(tmp_path / "source", "bl832", ["P-1/scan_4.h5"])
+        await bus.publish(scan)
+        registry = await JobRegistry.open(bus.js)
+        running: list[str] = []
+
+        async def job_running() -> bool:
+            entry = await registry.get(scan.scan_id, "sizes")
+            if entry is not None and entry.state == "running":
+                running.append(entry.job_id or "")
+            return bool(running)
+
+        deadline = time.monotonic() + 30
+        while not await job_running():  # the job's id appears in the registry once the site took it
+            assert time.monotonic() < deadline, "the job never started"
+            await asyncio.sleep(0.02)
+        marked = await registry.request_cancel(scan.scan_id)
+        await events.wait_for(lambda c: len(c.failed) >= 1, timeout=60)
+    assert [e.job_id for e in marked] == running
+    [dead] = events.failed
+    assert "cancelled by an operator" in dead.reason, dead.reason
+    pid = int(running[0].removeprefix("local-"))
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
