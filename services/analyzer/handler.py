@@ -185,5 +185,6 @@ def _check(outcome: JobOutcome, policy: AnalysisPolicy, workdir: str) -> None:
         raise JobFailed(f"{where} was cancelled by an operator; replay the dead letter to run it again")
     if outcome.end != "completed" or outcome.exit_status != 0:
         raise JobFailed(
-            f"{where} failed with exit status {outcome.exit_status} after {outcome.runtime_seconds:.1f} s; {log}"
+            f"{where} failed with exit status {outcome.exit_status} after {outcome.runtime_seconds:.1f} s "
+            f"(the site says {outcome.end}); {log} (job.out)"
         )

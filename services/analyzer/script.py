@@ -76,13 +76,14 @@ def render(
         lines += [
             f"#SBATCH -J {q(job_name)}",
             f"#SBATCH -t {slurm_walltime(policy.walltime)}",
-            f"#SBATCH -D {q(workdir)}",
-            f"#SBATCH -o {q(workdir)}/slurm-%j.out",
             *site.slurm.lines(),
         ]
+    # The job folder may not exist yet at a remote site, and Slurm cannot open an output file in a folder that
+    # does not exist: the script makes it and sends its own output there.
     lines += [
         "set -u",
-        f"cd {q(workdir)} || exit 1",
+        f"mkdir -p {q(workdir)} && cd {q(workdir)} || exit 1",
+        "exec >> job.out 2>&1",
         *policy.setup,
         f"mkdir -p {q(output_dir)} || exit 1",
         f"{' '.join(q(w) for w in command)} --output {q(output_dir)} {' '.join(q(i) for i in inputs)} "

@@ -1,0 +1,154 @@
+"""The analyzer's Slurm sites on a real Slurm: ``sbatch`` on this host, and NERSC through the unmodified
+sfapi-client and the SFAPI stand-in. The same small analysis as the local tests runs as the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from beamflow.analyzer.registry import JobRegistry
+from beamflow.analyzer.service import build as build_analyzer
+from beamflow.common.compute_config import NerscCompute, SlurmCompute
+from beamflow.common.config import BeamflowConfig
+from beamflow.common.endpoints import FilesystemEndpoint
+from beamflow.common.events import ScanAnalyzed
+from beamflow.common.natsserver import EmbeddedNats
+from beamflow.common.secrets import SecretRef
+from beamflow.common.testing import harness
+from beamflow.mover.service import build as build_mover
+from beamflow.sfapi_local.testing import LocalNersc
+from tests.integration.test_analyzer import analyzer_config
+from tests.integration.test_mover import announce, write
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def host_slurm(tmp_path: Path, nersc: LocalNersc, **kwargs: object) -> BeamflowConfig:
+    site = SlurmCompute(scratch="scratch", slurm_conf=str(nersc.slurm.conf_path), poll_interval=timedelta(seconds=0.5))
+    return analyzer_config(tmp_path, site=site, **kwargs)  # type: ignore[arg-type]
+
+
+def at_nersc(tmp_path: Path, nersc: LocalNersc, monkeypatch: pytest.MonkeyPatch, **kwargs: object) -> BeamflowConfig:
+    monkeypatch.setenv("TEST_SFAPI_CLIENT_ID", nersc.credentials.client_id)
+    monkeypatch.setenv("TEST_SFAPI_KEY", nersc.credentials.secret)
+    site = NerscCompute(
+        scratch="nersc_scratch",
+        api_base_url=nersc.api_base_url,
+        token_url=nersc.token_url,
+        client_id=SecretRef(env="TEST_SFAPI_CLIENT_ID"),
+        private_key=SecretRef(env="TEST_SFAPI_KEY"),
+        poll_interval=timedelta(seconds=1),
+    )
+    config = analyzer_config(tmp_path, site=site, **kwargs)  # type: ignore[arg-type]
+    # The job sees the scratch folder at the same path (the stand-in's "site" is this machine).
+    scratch = FilesystemEndpoint(root=nersc.scratch / tmp_path.name)
+    scratch.root.mkdir(parents=True, exist_ok=True)
+    return config.model_copy(update={"endpoints": {**config.endpoints, "nersc_scratch": scratch}})
+
+
+async def test_a_scan_is_analysed_by_a_job_on_the_host_slurm(
+    tmp_path: Path, nersc: LocalNersc, nats_server: EmbeddedNats
+) -> None:
+    config = host_slurm(tmp_path, nersc)
+    write(tmp_path / "source/P-1/scan_s1.h5", os.urandom(4321))
+    async with harness(config, nats_server.url, build_mover(config), build_analyzer(config)) as (bus, events):
+        await bus.publish(announce(tmp_path / "source", "bl832", ["P-1/scan_s1.h5"]))
+        await events.wait_for(lambda c: len(c.of(ScanAnalyzed)) + len(c.failed) >= 1, timeout=60)
+    assert not events.failed, events.failed[0].reason
+    [analyzed] = events.of(ScanAnalyzed)
+    assert analyzed.job_id.isdigit() and nersc.slurm.jobs()[analyzed.job_id].state == "COMPLETED"
+    assert (tmp_path / "results/analysis/sizes/P-1/scan_s1/sizes.txt").read_text() == "4321\n"
+
+
+async def test_a_failing_slurm_job_is_a_dead_letter_with_its_exit_status(
+    tmp_path: Path, nersc: LocalNersc, nats_server: EmbeddedNats
+) -> None:
+    config = host_slurm(tmp_path, nersc, mode="fail")
+    write(tmp_path / "source/P-1/scan_s2.h5", os.urandom(10))
+    async with harness(config, nats_server.url, build_mover(config), build_analyzer(config)) as (bus, events):
+        await bus.publish(announce(tmp_path / "source", "bl832", ["P-1/scan_s2.h5"]))
+        await events.wait_for(lambda c: len(c.failed) >= 1, timeout=60)
+    [dead] = events.failed
+    assert "failed with exit status 3" in dead.reason, dead.reason
+    assert not events.of(ScanAnalyzed)
+
+
+async def test_slurm_stops_a_job_past_its_walltime_and_the_step_fails(
+    tmp_path: Path, nersc: LocalNersc, nats_server: EmbeddedNats
+) -> None:
+    # Slurm's limits are whole minutes and its controller checks them every 30 s: this takes 60-90 s.
+    config = host_slurm(tmp_path, nersc, mode="hang", walltime=timedelta(minutes=1))
+    write(tmp_path / "source/P-1/scan_s3.h5", os.urandom(10))
+    async with harness(config, nats_server.url, build_mover(config), build_analyzer(config)) as (bus, events):
+        await bus.publish(announce(tmp_path / "source", "bl832", ["P-1/scan_s3.h5"]))
+        await events.wait_for(lambda c: len(c.failed) >= 1, timeout=180)
+    [dead] = events.failed
+    assert "ran past its walltime" in dead.reason, dead.reason
+    job_id = dead.reason.split("job ")[1].split()[0]
+    assert nersc.slurm.jobs()[job_id].state == "TIMEOUT"
+
+
+async def running_job(js: object, scan_id: str) -> str:
+    registry = await JobRegistry.open(js)  # type: ignore[arg-type]
+    deadline = time.monotonic() + 60
+    while True:  # the job's id appears in the registry once the site took it
+        entry = await registry.get(scan_id, "sizes")
+        if entry is not None and entry.state == "running" and entry.job_id:
+            return entry.job_id
+        assert time.monotonic() < deadline, "the job never started"
+        await asyncio.sleep(0.05)
+
+
+async def test_an_operator_cancels_a_job_on_slurm(tmp_path: Path, nersc: LocalNersc, nats_server: EmbeddedNats) -> None:
+    config = host_slurm(tmp_path, nersc, mode="hang")
+    write(tmp_path / "source/P-1/scan_s4.h5", os.urandom(10))
+    async with harness(config, nats_server.url, build_mover(config), build_analyzer(config)) as (bus, events):
+        scan = announce(tmp_path / "source", "bl832", ["P-1/scan_s4.h5"])
+        await bus.publish(scan)
+        job_id = await running_job(bus.js, scan.scan_id)
+        await (await JobRegistry.open(bus.js)).request_cancel(scan.scan_id)
+        await events.wait_for(lambda c: len(c.failed) >= 1, timeout=60)
+    [dead] = events.failed
+    assert "cancelled by an operator" in dead.reason, dead.reason
+    assert nersc.slurm.jobs()[job_id].state.startswith("CANCELLED")
+
+
+async def test_a_scan_is_analysed_at_nersc_through_the_api(
+    tmp_path: Path, nersc: LocalNersc, nats_server: EmbeddedNats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = at_nersc(tmp_path, nersc, monkeypatch)
+    write(tmp_path / "source/P-1/scan_n1.h5", os.urandom(777))
+    async with harness(config, nats_server.url, build_mover(config), build_analyzer(config)) as (bus, events):
+        await bus.publish(announce(tmp_path / "source", "bl832", ["P-1/scan_n1.h5"]))
+        await events.wait_for(lambda c: len(c.of(ScanAnalyzed)) + len(c.failed) >= 1, timeout=90)
+    assert not events.failed, events.failed[0].reason
+    [analyzed] = events.of(ScanAnalyzed)
+    submitted = nersc.api.submitted(analyzed.job_id)
+    assert submitted is not None and "#SBATCH -t 00:05:00" in submitted.script.read_text()
+    assert (tmp_path / "results/analysis/sizes/P-1/scan_n1/sizes.txt").read_text() == "777\n"
+    assert not (nersc.scratch / tmp_path.name / "P-1/scan_n1.h5").exists(), "staged input removed"
+
+
+async def test_a_job_nersc_loses_fails_the_step(
+    tmp_path: Path, nersc: LocalNersc, nats_server: EmbeddedNats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = at_nersc(tmp_path, nersc, monkeypatch, mode="hang")
+    write(tmp_path / "source/P-1/scan_n2.h5", os.urandom(10))
+    async with harness(config, nats_server.url, build_mover(config), build_analyzer(config)) as (bus, events):
+        scan = announce(tmp_path / "source", "bl832", ["P-1/scan_n2.h5"])
+        await bus.publish(scan)
+        job_id = await running_job(bus.js, scan.scan_id)
+        nersc.api.lose_job(job_id)
+        try:
+            await events.wait_for(lambda c: len(c.failed) >= 1, timeout=60)
+        finally:
+            nersc.api.find_job(job_id)
+            nersc.slurm.run(["scancel", job_id], check=False)
+    [dead] = events.failed
+    assert "lost" in dead.reason and job_id in dead.reason, dead.reason
+    assert not events.of(ScanAnalyzed)
