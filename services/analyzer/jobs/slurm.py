@@ -52,7 +52,12 @@ class SlurmJobs:
 
     async def run(self, spec: JobSpec, watch: JobWatch) -> JobOutcome:
         script = await write_script(spec)
-        code, out, err = await self._command("sbatch", "--parsable", str(script))
+        # The folder exists here (the script was just written there): Slurm's own output goes beside it, not
+        # into the analyzer's working directory.
+        workdir = str(script.parent)
+        code, out, err = await self._command(
+            "sbatch", "--parsable", "-D", workdir, "-o", f"{workdir}/slurm-%j.out", str(script)
+        )
         if code != 0:
             raise JobSubmitFailed(f"sbatch refused the job: {err.strip() or out.strip()}")
         job_id = out.strip().split(";")[0]
