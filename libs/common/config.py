@@ -258,7 +258,8 @@ def cross_check(config: BeamflowConfig) -> list[str]:
         if bl.archive is not None:
             problems += _check_archive(config, f"{where}.archive", bl.archive, reachable)
         if bl.analysis is not None:
-            problems += _check_analysis(config, f"{where}.analysis", bl.analysis, reachable)
+            copied_to = {d.endpoint for d in bl.destinations}
+            problems += _check_analysis(config, f"{where}.analysis", bl.analysis, reachable, copied_to)
     for name, site in config.compute.items():
         scratch = config.endpoints.get(site.scratch)
         if scratch is None:
@@ -282,12 +283,19 @@ def cross_check(config: BeamflowConfig) -> list[str]:
     return problems
 
 
-def _check_analysis(config: BeamflowConfig, where: str, policy: AnalysisPolicy, reachable: set[str]) -> list[str]:
+def _check_analysis(
+    config: BeamflowConfig, where: str, policy: AnalysisPolicy, reachable: set[str], destinations: set[str]
+) -> list[str]:
     problems: list[str] = []
     if policy.site not in config.compute:
         problems.append(f"{where}.site: no compute site named {policy.site!r} (define it under `compute:`)")
     if policy.source not in reachable:
         problems.append(f"{where}.source: {policy.source!r} never holds this beamline's scans")
+    elif policy.source not in destinations:
+        problems.append(
+            f"{where}.source: {policy.source!r} is watched, not copied to; analysis starts on a verified copy, so "
+            "name one of the beamline's destinations"
+        )
     output = config.endpoints.get(policy.output_endpoint)
     if output is None:
         problems.append(f"{where}.output_endpoint: no endpoint named {policy.output_endpoint!r} is defined")

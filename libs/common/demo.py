@@ -2,9 +2,9 @@
 
 Starts NATS and every service exactly as ``beamflow up`` does, writes simulated 7.3.3 (``.txt`` +
 ``.edf``) and 8.3.2 (``.h5``) scans into the watched folders as a detector would, one export-controlled
-8.3.2 scan among them, and follows the events on the bus until every expected verified copy has arrived.
-The summary counts scans detected, copies verified and failures; the exit status is non-zero if any scan
-did not arrive everywhere it should.
+8.3.2 scan among them, and follows the events on the bus until every expected verified copy, dataset and
+analysis has arrived. The summary counts scans detected, copies verified, datasets, analyses and failures;
+the exit status is non-zero if any scan did not arrive everywhere it should.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 
 from beamflow.common.config import BeamflowConfig, load_config
 from beamflow.common.endpoints import FilesystemEndpoint, TarArchiveEndpoint
+from beamflow.common.events import ScanAnalyzed
 from beamflow.common.observe import EventCollector
 from beamflow.common.service import discover
 from beamflow.common.simulate import DetectorSimulator, SimulatedScan
@@ -33,6 +34,13 @@ class Expectation:
     scan_path: str
     destinations: set[str]
     catalogued: bool = False
+    analysed: bool = False
+
+
+def expected_analysis(config: BeamflowConfig, beamline: str, destinations: set[str]) -> bool:
+    """A scan is analysed when its beamline runs an analysis and the copy it starts from is made."""
+    analysis = config.beamlines[beamline].analysis
+    return analysis is not None and analysis.source in destinations
 
 
 def expected_in_catalog(config: BeamflowConfig, beamline: str, scan_path: str, destinations: set[str]) -> bool:
@@ -67,22 +75,25 @@ def _table(
     collector: EventCollector,
     expected: dict[str, int],
     datasets: dict[str, int],
+    analyses: dict[str, int],
     started: float,
 ) -> Table:
     table = Table(title="beamflow demo", caption=f"{time.monotonic() - started:5.1f} s")
-    for column in ("beamline", "scans written", "detected", "copies verified", "catalogued", "failed"):
+    for column in ("beamline", "scans written", "detected", "copies verified", "catalogued", "analysed", "failed"):
         table.add_column(column, justify="right" if column != "beamline" else "left")
     for beamline in config.beamlines:
         new = sum(1 for e in collector.new if e.beamline == beamline)
         moved = sum(1 for e in collector.moved if e.beamline == beamline)
         failed = sum(1 for e in collector.failed if e.beamline == beamline)
         catalogued = len({e.scan_id for e in collector.ingested if e.beamline == beamline})
+        analysed = len({e.scan_id for e in collector.of(ScanAnalyzed) if e.beamline == beamline})
         table.add_row(
             beamline,
             str(written.get(beamline, 0)),
             str(new),
             f"{moved} / {expected.get(beamline, 0)}",
             f"{catalogued} / {datasets.get(beamline, 0)}",
+            f"{analysed} / {analyses.get(beamline, 0)}",
             f"[red]{failed}[/red]" if failed else "0",
         )
     return table
@@ -127,21 +138,25 @@ async def run_demo(config_path: Path, scans: int, workdir: Path | None, timeout:
             written[scan.beamline] = written.get(scan.beamline, 0) + 1
             destinations = expected_destinations(config, scan.beamline, scan.scan_path)
             catalogued = cataloguing and expected_in_catalog(config, scan.beamline, scan.scan_path, destinations)
-            expectations.append(Expectation(scan.beamline, scan.scan_path, destinations, catalogued))
+            analysed = expected_analysis(config, scan.beamline, destinations)
+            expectations.append(Expectation(scan.beamline, scan.scan_path, destinations, catalogued, analysed))
         expected: dict[str, int] = {}
         datasets: dict[str, int] = {}
+        analyses: dict[str, int] = {}
         for exp in expectations:
             expected[exp.beamline] = expected.get(exp.beamline, 0) + len(exp.destinations)
             datasets[exp.beamline] = datasets.get(exp.beamline, 0) + exp.catalogued
-        total, total_datasets = sum(expected.values()), sum(datasets.values())
+            analyses[exp.beamline] = analyses.get(exp.beamline, 0) + exp.analysed
+        total, total_datasets, total_analyses = sum(expected.values()), sum(datasets.values()), sum(analyses.values())
 
         def arrived(c: EventCollector) -> bool:
             copies = len({(e.scan_id, e.destination_endpoint) for e in c.moved})
             listed = len({e.scan_id for e in c.ingested if e.dataset_kind == "raw"})
-            return copies >= total and listed >= total_datasets
+            analysed = len({e.scan_id for e in c.of(ScanAnalyzed)})
+            return copies >= total and listed >= total_datasets and analysed >= total_analyses
 
         def table() -> Table:
-            return _table(config, written, collector, expected, datasets, started)
+            return _table(config, written, collector, expected, datasets, analyses, started)
 
         with Live(table(), console=console, refresh_per_second=8) as live:
             deadline = time.monotonic() + timeout
@@ -168,6 +183,7 @@ def _summary(
     by_path = {(e.beamline, e.scan_path): e for e in collector.new}
     arrived = {(e.scan_id, e.destination_endpoint) for e in collector.moved}
     listed = {e.scan_id: e for e in collector.ingested if e.dataset_kind == "raw"}
+    analysed = {e.scan_id: e for e in collector.of(ScanAnalyzed)}
     missing: list[str] = []
     for exp in expectations:
         new = by_path.get((exp.beamline, exp.scan_path))
@@ -181,6 +197,8 @@ def _summary(
             missing.append(f"{exp.beamline} {exp.scan_path}: no dataset in the catalog")
         if not exp.catalogued and new.scan_id in listed:
             missing.append(f"{exp.beamline} {exp.scan_path}: catalogued although it must not be")
+        if exp.analysed and new.scan_id not in analysed:
+            missing.append(f"{exp.beamline} {exp.scan_path}: not analysed")
     moved_bytes = sum(e.bytes for e in collector.moved)
     console.print()
     console.print(f"scans written   {len(expectations)}")
@@ -188,6 +206,10 @@ def _summary(
     console.print(f"copies verified {len(arrived)} of {sum(len(e.destinations) for e in expectations)} expected")
     wanted = sum(e.catalogued for e in expectations)
     console.print(f"datasets        {len(listed)} of {wanted} expected in the catalog")
+    console.print(f"analyses        {len(analysed)} of {sum(e.analysed for e in expectations)} expected")
+    outputs = sum(len(e.outputs) for e in analysed.values())
+    if outputs:
+        console.print(f"outputs         {outputs} file(s) brought back (`beamflow job ls` lists the jobs)")
     catalogs = sorted({e.catalog for e in listed.values()})
     if catalogs:
         console.print(f"catalog         {', '.join(catalogs)} (pids: `beamflow status SCAN`)")
