@@ -148,12 +148,17 @@ async def run_demo(config_path: Path, scans: int, workdir: Path | None, timeout:
             datasets[exp.beamline] = datasets.get(exp.beamline, 0) + exp.catalogued
             analyses[exp.beamline] = analyses.get(exp.beamline, 0) + exp.analysed
         total, total_datasets, total_analyses = sum(expected.values()), sum(datasets.values()), sum(analyses.values())
+        # An analysed scan that is catalogued also becomes a derived dataset, linked to its raw one.
+        total_derived = sum(exp.analysed and exp.catalogued for exp in expectations)
 
         def arrived(c: EventCollector) -> bool:
             copies = len({(e.scan_id, e.destination_endpoint) for e in c.moved})
             listed = len({e.scan_id for e in c.ingested if e.dataset_kind == "raw"})
             analysed = len({e.scan_id for e in c.of(ScanAnalyzed)})
-            return copies >= total and listed >= total_datasets and analysed >= total_analyses
+            derived = len({e.scan_id for e in c.ingested if e.dataset_kind == "derived"})
+            return (
+                copies >= total and listed >= total_datasets and analysed >= total_analyses and derived >= total_derived
+            )
 
         def table() -> Table:
             return _table(config, written, collector, expected, datasets, analyses, started)

@@ -107,12 +107,20 @@ def catalog_matches_the_files(database: Path) -> None:
     with LocalSciCat(database) as scicat:
         client = ScicatClient(scicat.url, username=scicat.username, password=scicat.password)
         found = client.datasets_get_many({}) or []
-        assert len(found) == 5
-        assert len({k for d in found for k in d["keywords"] if k.startswith("beamflow-scan:")}) == 5
+        raw = [d for d in found if d["type"] == "raw"]
+        derived = [d for d in found if d["type"] == "derived"]
+        assert len(raw) == 5
+        assert len({k for d in raw for k in d["keywords"] if k.startswith("beamflow-scan:")}) == 5
+        # Every catalogued scan was analysed too: a derived dataset naming its raw one and the analysis.
+        assert sorted(d["inputDatasets"][0] for d in derived) == sorted(d["pid"] for d in raw)
+        assert all(d["jobParameters"]["analysis"] in ("saxs_iq", "tomo_preview") for d in derived)
         for dataset in found:
             [block] = client.datasets_origdatablocks_get_one(dataset["pid"])
             files = [Path(dataset["sourceFolder"]) / f["path"] for f in block["dataFileList"]]
             assert [f["chk"] for f in block["dataFileList"]] == [file_checksum(p)[0] for p in files]
+            if dataset["type"] == "derived":
+                assert files and all(".beamflow" not in str(p) for p in files)  # outputs, not the job's files
+                continue
             if dataset["creationLocation"].endswith("7.3.3"):
                 assert sorted(p.suffix for p in files) == [".edf", ".txt"]
                 header = next(p for p in files if p.suffix == ".txt").read_text()
