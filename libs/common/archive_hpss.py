@@ -23,7 +23,7 @@ import re
 import shlex
 import uuid
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 from beamflow.common.archive_backend import (
     ArchiveWriteFailed,
@@ -150,6 +150,10 @@ class HpssArchive:
         self.endpoint = endpoint
         self.name = name
         self.source_root = endpoint.source_root or source_root
+        # What the last `bundles` job read, by bundle path: `members` answers from it instead of a job per
+        # bundle (None: htar could not list it). One backend lives for one archiver step.
+        self._read: dict[str, list[MemberEntry] | None] = {}
+        self._listed: set[str] = set()
 
     async def _run(self, script: str, what: str, read_back: str | None = None) -> tuple[int, str]:
         """Submit ``script``, follow it to the end, and return its exit status (a failed job included) and,
@@ -196,6 +200,10 @@ class HpssArchive:
         ]
 
     async def state(self, plan: BundlePlan) -> BundleState:
+        if plan.directory in self._listed and plan.path not in self._read:
+            # Listed moments ago in this step and not there: no job needed. Should another writer take the
+            # name meanwhile, the write job refuses to overwrite it (BundleExists).
+            return BundleState(state="absent")
         status, _ = await self._run(render(plan, self.endpoint, self.source_root, "state"), f"checking {plan.path}")
         if status == VERIFIED:
             return BundleState(state="verified", members=[MemberEntry(name=m.path, size=m.size) for m in plan.members])
@@ -284,9 +292,16 @@ class HpssArchive:
         status, text = await self._run(script + "\n", f"listing {directory} on {self.name}", read_back=out)
         if status != VERIFIED:
             raise ArchiveWriteFailed(f"listing {directory} on {self.name}: the job exited {status}; retrying")
+        self._read.update({f"{directory}/{name}": e for name, e in parse_folder_entries(text).items()})
+        self._listed.add(directory)
         return parse_folder_listing(directory, text)
 
     async def members(self, bundle_path: str) -> list[MemberEntry]:
+        if bundle_path in self._read:
+            entries = self._read[bundle_path]
+            if entries is None:
+                raise BundleUnverified(f"htar cannot list {bundle_path} on {self.name} (its index may be missing)")
+            return entries
         out, prepare = self._listing_file(f"listing {bundle_path}")
         target = f"{self.endpoint.root.rstrip('/')}/{bundle_path}"
         q = shlex.quote
@@ -376,28 +391,45 @@ class HpssArchive:
         return [destination / name for name in members]
 
 
-def parse_folder_listing(directory: str, text: str) -> list[ExistingBundle]:
-    """The bundles in a ``bundles`` job's output: "BUNDLE name" + htar's listing, "FILE name" + hsi's, or
-    "UNREADABLE name" (a bundle htar cannot list: it exists, so its name is taken, but its members are unknown)."""
-    found: list[ExistingBundle] = []
+def parse_folder_entries(text: str) -> dict[str, list[MemberEntry] | None]:
+    """What a ``bundles`` job read, by object name: "BUNDLE name" + htar's listing, "FILE name" + hsi's long
+    listing, or "UNREADABLE name" (an htar bundle htar cannot list: None, its name is taken, its members unknown).
+    """
+    found: dict[str, list[MemberEntry] | None] = {}
     name: str | None = None
+    unreadable = False
     lines: list[str] = []
 
     def close() -> None:
         if name is None:
             return
-        if name.endswith(".tar"):
-            members = [entry.name for entry in parse_htar_listing("\n".join(lines))]
-            found.append(ExistingBundle(directory=directory, name=name, kind="htar", members=members))
+        if unreadable:
+            found[name] = None
+        elif name.endswith(".tar"):
+            found[name] = parse_htar_listing("\n".join(lines))
         else:
-            found.append(ExistingBundle(directory=directory, name=name, kind="hsi", members=[]))
+            size = parse_hsi_size("\n".join(lines))
+            found[name] = None if size is None else [MemberEntry(name=name, size=size)]
 
     for line in text.splitlines():
         word, _, rest = line.partition(" ")
         if word in ("BUNDLE", "FILE", "UNREADABLE") and rest and "/" not in rest:
-            close()
-            name, lines = rest, []
+            if not (word == "UNREADABLE" and rest == name):
+                close()
+                lines = []
+            name, unreadable = rest, word == "UNREADABLE"
         else:
             lines.append(line)
     close()
-    return sorted({bundle.name: bundle for bundle in found}.values(), key=lambda bundle: bundle.name)
+    return found
+
+
+def parse_folder_listing(directory: str, text: str) -> list[ExistingBundle]:
+    """The bundles in a ``bundles`` job's output. A file stored alone lists without its source path, so its
+    members are left for the ledger to fill in; an unreadable bundle has none."""
+    bundles = []
+    for name, entries in sorted(parse_folder_entries(text).items()):
+        kind: Literal["htar", "hsi"] = "htar" if name.endswith(".tar") else "hsi"
+        members = [e.name for e in entries or []] if kind == "htar" else []
+        bundles.append(ExistingBundle(directory=directory, name=name, kind=kind, members=members))
+    return bundles

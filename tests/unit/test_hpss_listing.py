@@ -4,7 +4,12 @@ merges what the archive lists with what the ledger knows."""
 from __future__ import annotations
 
 from beamflow.archiver.handler import merge_bundles
-from beamflow.common.archive_hpss import parse_folder_listing, parse_hsi_size, parse_htar_listing
+from beamflow.common.archive_hpss import (
+    parse_folder_entries,
+    parse_folder_listing,
+    parse_hsi_size,
+    parse_htar_listing,
+)
 from beamflow.common.archive_model import ExistingBundle
 
 HTAR_LISTING = """HTAR: -rw-r--r--  alsdev/als       3000 2026-11-29 09:12  ALS-1/a b.h5
@@ -37,6 +42,9 @@ def test_a_folder_listing_names_bundles_files_and_unreadable_bundles() -> None:
             "UNREADABLE ALS-1_2026-2_part1.tar",
         ]
     )
+    entries = parse_folder_entries(text)
+    assert entries["ALS-1_2026-2_part1.tar"] is None, "an unreadable bundle has no members to trust"
+    assert [(e.name, e.size) for e in entries["frame.h5"] or []] == [("frame.h5", 5000)]
     bundles = parse_folder_listing("bl832/raw/ALS-1", text)
     assert [(b.name, b.kind, b.members) for b in bundles] == [
         ("ALS-1_2026-2.tar", "htar", ["ALS-1/a b.h5", "ALS-1/sub/c.h5"]),
