@@ -47,11 +47,23 @@ class _Endpoint(BaseModel):
     )
 
 
+class GlobusMount(BaseModel):
+    """The same folder seen through a Globus collection, so Globus can copy to or from it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    collection_id: UUID
+    path: str = Field(description="The endpoint's root as an absolute path on the collection.")
+
+
 class FilesystemEndpoint(_Endpoint):
     """A POSIX folder this host can read and write (local disk, NFS, BeeGFS)."""
 
     kind: Literal["filesystem"] = "filesystem"
     root: Path
+    globus: GlobusMount | None = Field(
+        default=None, description="Set when Globus endpoints copy to or from this folder (its collection)."
+    )
 
 
 class GlobusEndpoint(_Endpoint):
@@ -62,6 +74,16 @@ class GlobusEndpoint(_Endpoint):
     root: str = Field(description="Absolute path on the collection under which beamflow works.")
     client_id: SecretRef
     client_secret: SecretRef
+    poll_interval: Duration = Field(
+        default=timedelta(seconds=10), description="The longest wait between two looks at a running task."
+    )
+    deadline: Duration = Field(
+        default=timedelta(hours=12), description="A transfer not done by then is cancelled and fails the step."
+    )
+    inactive_limit: Duration = Field(
+        default=timedelta(minutes=30),
+        description="A task INACTIVE (paused, credentials expired) this long is cancelled and fails the step.",
+    )
 
 
 class TarArchiveEndpoint(_Endpoint):

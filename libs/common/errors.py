@@ -62,6 +62,22 @@ class DestinationUnwritable(TransientError):
     """The destination refused the write (permission denied, no space left, read-only filesystem)."""
 
 
+class CredentialsRejected(PermanentError):
+    """A remote service refused beamflow's credentials (a wrong secret, a revoked client, a missing consent)."""
+
+
+class ServiceUnreachable(TransientError):
+    """A remote service did not answer, or answered with a server error; retried."""
+
+
+class TransferFailed(PermanentError):
+    """A transfer service ran the copy and it failed for a reason retrying will not fix (permissions)."""
+
+
+class TransferTimedOut(TransientError):
+    """A transfer did not finish within its deadline (or sat inactive too long); it was cancelled."""
+
+
 class VerificationFailed(TransientError):
     """The copy at the destination does not match the source's size or checksum; it was not kept."""
 

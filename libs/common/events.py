@@ -117,6 +117,9 @@ class ScanMoved(Event):
     copied: bool = Field(description="False when the destination already held a verified copy.")
     detected_at: datetime | None = None
     external_id: str | None = Field(default=None, description="Transfer task id where the transport has one.")
+    rate_bytes_per_second: float | None = Field(
+        default=None, description="The transfer service's effective speed (Globus), when it reports one."
+    )
     scan_path: str | None = Field(default=None, description="The scan's key, as in its scan.new.")
     export_controlled: bool = Field(default=False, description="Never sent out of the facility, never catalogued.")
 

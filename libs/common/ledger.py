@@ -55,6 +55,7 @@ class CopyRecord(_Record):
     bytes: int
     seconds: float
     external_id: str | None = None
+    rate_bytes_per_second: float | None = None
 
 
 class HoldRecord(_Record):
@@ -176,6 +177,7 @@ def _apply(record: ScanRecord, event: Event, subject: str) -> HistoryEntry:
             bytes=event.bytes,
             seconds=event.seconds,
             external_id=event.external_id,
+            rate_bytes_per_second=event.rate_bytes_per_second,
         )
         if event.external_id:
             record.external_ids[f"transfer:{event.destination_endpoint}"] = event.external_id

@@ -12,7 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from beamflow.common.endpoints import EndpointConfig, FilesystemEndpoint, HpssEndpoint, TarArchiveEndpoint
+from beamflow.common.endpoints import (
+    EndpointConfig,
+    FilesystemEndpoint,
+    GlobusEndpoint,
+    HpssEndpoint,
+    TarArchiveEndpoint,
+)
 from beamflow.common.errors import UnsupportedEndpoint
 from beamflow.common.events import FileCopy
 
@@ -54,6 +60,10 @@ def prune_controller_for(endpoint: EndpointConfig) -> PruneController:
         from beamflow.common.prune_hpss import HpssPrune
 
         return HpssPrune()
+    if isinstance(endpoint, GlobusEndpoint):
+        from beamflow.common.prune_globus import GlobusPrune
+
+        return GlobusPrune()
     raise UnsupportedEndpoint(
         f"no prune controller for {endpoint.kind} endpoints in this build of beamflow; "
         "nothing was deleted (remove the endpoint's retention rule or install a build with that transport)"

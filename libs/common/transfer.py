@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from beamflow.common.endpoints import EndpointConfig, FilesystemEndpoint
+from beamflow.common.endpoints import EndpointConfig, FilesystemEndpoint, GlobusEndpoint
 from beamflow.common.errors import UnsupportedEndpoint
 from beamflow.common.events import FileCopy
 
@@ -22,6 +22,8 @@ class TransferResult:
     """Files actually written; 0 when the destination already held a verified copy of every file."""
     copied_bytes: int
     external_id: str | None = None
+    rate_bytes_per_second: float | None = None
+    """The transfer service's own measure of its speed (Globus: effective_bytes_per_second), when it gives one."""
 
     @property
     def copied(self) -> bool:
@@ -46,7 +48,11 @@ def controller_for(source: EndpointConfig, destination: EndpointConfig) -> Trans
         from beamflow.common.transfer_fs import FilesystemTransfer
 
         return FilesystemTransfer()
+    if isinstance(source, GlobusEndpoint) or isinstance(destination, GlobusEndpoint):
+        from beamflow.common.transfer_globus import GlobusTransfer
+
+        return GlobusTransfer()
     raise UnsupportedEndpoint(
         f"no transfer controller for {source.kind} -> {destination.kind} in this build of beamflow; "
-        "use filesystem endpoints or install a build with that transport"
+        "use filesystem or Globus endpoints"
     )

@@ -77,6 +77,7 @@ class Mover:
                     copied=result.copied,
                     detected_at=event.detected_at,
                     external_id=result.external_id,
+                    rate_bytes_per_second=result.rate_bytes_per_second,
                     scan_path=event.scan_path,
                     export_controlled=export_controlled,
                 )
