@@ -250,6 +250,8 @@ def cross_check(config: BeamflowConfig) -> list[str]:
                 )
             if source == dest.endpoint:
                 problems.append(f"{dwhere}: source and destination are both {source!r}")
+            elif source in config.endpoints and dest.endpoint in config.endpoints:
+                problems += _transport_problem(config, dwhere, source, dest.endpoint)
             if dest.endpoint in reachable:
                 problems.append(f"{dwhere}.endpoint: {dest.endpoint!r} already holds the scan at this step")
             reachable.add(dest.endpoint)
@@ -283,6 +285,30 @@ def cross_check(config: BeamflowConfig) -> list[str]:
     return problems
 
 
+def _transport_problem(config: BeamflowConfig, where: str, source: str, destination: str) -> list[str]:
+    """Why no transfer controller can copy ``source`` -> ``destination`` (empty when one can)."""
+    a, b = config.endpoints[source], config.endpoints[destination]
+    if isinstance(a, FilesystemEndpoint) and isinstance(b, FilesystemEndpoint):
+        return []
+    if isinstance(a, GlobusEndpoint) or isinstance(b, GlobusEndpoint):
+        unmounted = [
+            name for name, e in ((source, a), (destination, b)) if isinstance(e, FilesystemEndpoint) and not e.globus
+        ]
+        others = [
+            name
+            for name, e in ((source, a), (destination, b))
+            if not isinstance(e, FilesystemEndpoint | GlobusEndpoint)
+        ]
+        if others:
+            return [f"{where}: Globus cannot copy to or from {others[0]!r} ({config.endpoints[others[0]].kind})"]
+        return [
+            f"{where}: {name!r} is a folder that Globus must reach: give it `globus: {{collection_id, path}}` "
+            "(the folder as its Globus collection sees it)"
+            for name in unmounted
+        ]
+    return [f"{where}: nothing copies {a.kind} -> {b.kind} ({source!r} -> {destination!r})"]
+
+
 def _check_analysis(
     config: BeamflowConfig, where: str, policy: AnalysisPolicy, reachable: set[str], destinations: set[str]
 ) -> list[str]:
@@ -296,6 +322,11 @@ def _check_analysis(
             f"{where}.source: {policy.source!r} is watched, not copied to; analysis starts on a verified copy, so "
             "name one of the beamline's destinations"
         )
+    site = config.compute.get(policy.site)
+    if site is not None and site.scratch in config.endpoints and policy.source in config.endpoints:
+        problems += _transport_problem(config, f"{where} (staging)", policy.source, site.scratch)
+        if policy.output_endpoint in config.endpoints:
+            problems += _transport_problem(config, f"{where} (outputs)", site.scratch, policy.output_endpoint)
     output = config.endpoints.get(policy.output_endpoint)
     if output is None:
         problems.append(f"{where}.output_endpoint: no endpoint named {policy.output_endpoint!r} is defined")
