@@ -40,7 +40,11 @@ def _base() -> dict[str, Any]:
     return {
         "endpoints": {
             "src": {"kind": "filesystem", "root": "/data/src"},
-            "a": {"kind": "filesystem", "root": "/data/a"},
+            "a": {
+                "kind": "filesystem",
+                "root": "/data/a",
+                "globus": {"collection_id": "00000000-0000-0000-0000-00000000000a", "path": "/a"},
+            },
             "b": {"kind": "filesystem", "root": "/data/b"},
             "remote": copy.deepcopy(GLOBUS),
         },
@@ -275,6 +279,10 @@ def _mutate_watch_globus(raw: dict[str, Any]) -> None:
     raw["beamlines"]["bl"]["watch"]["endpoint"] = "remote"
 
 
+def _mutate_globus_from_a_folder_without_a_collection(raw: dict[str, Any]) -> None:
+    raw["beamlines"]["bl"]["destinations"].append({"endpoint": "remote", "source": "b"})
+
+
 @pytest.mark.parametrize(
     ("mutate", "field", "says"),
     [
@@ -288,6 +296,7 @@ def _mutate_watch_globus(raw: dict[str, Any]) -> None:
         (_mutate_dotted_beamline, "beamlines.bl.733", "subject token"),
         (_mutate_dotted_endpoint, "endpoints.data.733", "letters, digits"),
         (_mutate_watch_globus, "beamlines.bl.watch.endpoint", "filesystem"),
+        (_mutate_globus_from_a_folder_without_a_collection, "beamlines.bl.destinations.2", "'b' is a folder"),
     ],
     ids=lambda v: v.__name__.removeprefix("_mutate_") if callable(v) else None,
 )
@@ -553,3 +562,25 @@ def test_environment_check_reports_a_missing_archive_folder_and_unset_hpss_secre
     assert any(p.startswith("endpoints.tape.root:") for p in problems)
     assert any(p.startswith("endpoints.hpss.client_id: $TEST_SFAPI_ID") for p in problems)
     assert any(p.startswith("endpoints.hpss.private_key:") for p in problems)
+
+
+def test_analysis_needs_a_site_a_copied_source_and_reachable_scratch_and_outputs() -> None:
+    raw = _base()
+    raw["beamlines"]["bl"]["analysis"] = {
+        "name": "iq",
+        "site": "nowhere",
+        "source": "src",
+        "output_endpoint": "b",
+        "command": ["{python}", "-m", "x"],
+    }
+    problems = _problems(raw)
+    assert any("analysis.site" in p and "'nowhere'" in p for p in problems), problems
+    assert any("analysis.source" in p and "is watched, not copied to" in p for p in problems), problems
+    raw["compute"] = {"hpc": {"kind": "local", "scratch": "remote"}}
+    raw["beamlines"]["bl"]["analysis"].update(site="hpc", source="b")
+    problems = _problems(raw)
+    assert any("(staging)" in p and "'b' is a folder that Globus must reach" in p for p in problems), problems
+    raw["beamlines"]["bl"]["analysis"].update(source="a", output_endpoint="a")
+    assert parse_config(raw, Path("/")).beamlines["bl"].analysis is not None
+    raw["compute"]["hpc"]["scratch"] = "missing"
+    assert any(p.startswith("compute.hpc.scratch: no endpoint named 'missing'") for p in _problems(raw))
