@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell $(PYTHON) -c "import hashlib,sys;print(hashlib.sha1(open('pyproject.toml','rb').read()).hexdigest()[:12])")
 
-.PHONY: demo test install lint typecheck bench bench-pipeline bench-copy bench-memory bench-status bench-prune bench-ingest bench-thumbnails bench-archive clean help
+.PHONY: demo test install lint typecheck bench bench-pipeline bench-copy bench-memory bench-status bench-prune bench-ingest bench-thumbnails bench-archive bench-globus bench-slurm bench-archive-nersc bench-analysis clean help
 
 help:
 	@echo "make demo   - create .venv, install beamflow, run the demo on the embedded NATS server"
@@ -40,7 +40,10 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -p no:cacheprovider
 
-bench: bench-copy bench-pipeline bench-memory bench-status bench-prune bench-ingest bench-thumbnails bench-archive
+bench: bench-copy bench-pipeline bench-memory bench-status bench-prune bench-ingest bench-thumbnails bench-archive bench-globus
+
+# These start a real Slurm (slurm-wlm, installed with apt if missing): run them as root.
+bench-slurm: bench-archive-nersc bench-analysis
 
 bench-pipeline: $(STAMP)
 	$(BIN)/python bench/pipeline.py
@@ -65,6 +68,15 @@ bench-thumbnails: $(STAMP)
 
 bench-archive: $(STAMP)
 	$(BIN)/python bench/archive.py
+
+bench-globus: $(STAMP)
+	$(BIN)/python bench/globus.py
+
+bench-archive-nersc: $(STAMP)
+	$(BIN)/python bench/archive_nersc.py
+
+bench-analysis: $(STAMP)
+	$(BIN)/python bench/analysis.py --site slurm
 
 clean:
 	rm -rf $(VENV) .beamflow build *.egg-info
