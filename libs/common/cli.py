@@ -44,6 +44,12 @@ def check(
         bool,
         typer.Option("--environment", "-e", help="Also check this machine: roots exist, secrets are set."),
     ] = False,
+    credentials: Annotated[
+        bool,
+        typer.Option(
+            "--credentials", help="Also log in to every Globus, NERSC and SciCat account it names, and say what to do."
+        ),
+    ] = False,
 ) -> None:
     """Validate a configuration; print every problem with the field that holds it; exit 1 if any."""
     try:
@@ -56,6 +62,15 @@ def check(
     problems = environment_problems(loaded) if environment else []
     for problem in problems:
         typer.echo(f"{config}: {problem}")
+    if credentials:
+        from beamflow.common.credentials import check_credentials
+
+        reports = asyncio.run(check_credentials(loaded))
+        for report in reports:
+            typer.echo(f"{config}: {report.account}: {'ok' if report.ok else 'FAILED'}: {report.detail}")
+        if not reports:
+            typer.echo(f"{config}: no remote accounts to check (no Globus, NERSC or remote SciCat)")
+        problems += [r.account for r in reports if not r.ok]
     if problems:
         typer.echo(f"{len(problems)} problem(s) found")
         raise typer.Exit(1)

@@ -47,9 +47,10 @@ def globus_errors(what: str, endpoint_name: str) -> Iterator[None]:
     try:
         yield
     except globus_sdk.AuthAPIError as exc:
+        said = exc.raw_json.get("error") if isinstance(exc.raw_json, dict) else None
         raise CredentialsRejected(
             f"{what}: Globus Auth refused the service account of endpoint {endpoint_name} "
-            f"({exc.http_status} {exc.code}: {exc.message}); check the client id and secret its config names"
+            f"({exc.http_status} {said or exc.code}); check the client id and secret its config names"
         ) from None
     except globus_sdk.NetworkError as exc:
         raise ServiceUnreachable(f"{what}: Globus did not answer ({type(exc).__name__}); retrying") from None

@@ -108,6 +108,10 @@ class Runtime:
     # -- lifecycle --------------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.service.accounts is not None:
+            from beamflow.common.credentials import require_credentials
+
+            await require_credentials(self.config, self.service.accounts(self.config), self.service.name)
         if self.service.needs_bus_at_start:
             await self._connect()
             await self._provision_and_consume()

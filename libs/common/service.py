@@ -75,6 +75,9 @@ class Service:
     """Long-running producers (the watcher's observer); cancelled on shutdown."""
     needs_bus_at_start: bool = True
     """False for producers that must work while NATS is down (the watcher spools until it returns)."""
+    accounts: Callable[[BeamflowConfig], set[str]] | None = None
+    """The endpoints, compute sites or ``catalog`` whose remote accounts this service logs in to: checked at
+    start (``beamflow.common.credentials``), and the service refuses to start when one is rejected."""
 
 
 ServiceFactory = Callable[[BeamflowConfig], Service]

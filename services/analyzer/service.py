@@ -13,6 +13,7 @@ def build(config: BeamflowConfig) -> Service:
     analyzer = Analyzer(config)
     return Service(
         name="analyzer",
+        accounts=_accounts,
         handlers=[
             Handler(
                 name="scan-moved",
@@ -23,3 +24,14 @@ def build(config: BeamflowConfig) -> Service:
             ),
         ],
     )
+
+
+def _accounts(config: BeamflowConfig) -> set[str]:
+    """The compute sites, and every endpoint a job's files are staged from, into or back to."""
+    names: set[str] = set()
+    for bl in config.beamlines.values():
+        if bl.analysis is not None:
+            site = config.compute.get(bl.analysis.site)
+            names |= {bl.analysis.site, bl.analysis.source, bl.analysis.output_endpoint}
+            names |= {site.scratch} if site is not None else set()
+    return names

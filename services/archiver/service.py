@@ -13,6 +13,7 @@ def build(config: BeamflowConfig) -> Service:
     archiver = Archiver(config)
     return Service(
         name="archiver",
+        accounts=_accounts,
         handlers=[
             Handler(
                 name="scan-moved",
@@ -30,3 +31,7 @@ def build(config: BeamflowConfig) -> Service:
             ),
         ],
     )
+
+
+def _accounts(config: BeamflowConfig) -> set[str]:
+    return {bl.archive.endpoint for bl in config.beamlines.values() if bl.archive is not None}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from beamflow.common import subjects
 from beamflow.common.config import BeamflowConfig
+from beamflow.common.credentials import CATALOG
 from beamflow.common.events import ScanAnalyzed, ScanArchived, ScanIngested, ScanMoved
 from beamflow.common.service import Handler, Service
 from beamflow.ingestor.handler import Ingestor
@@ -13,6 +14,7 @@ def build(config: BeamflowConfig) -> Service:
     ingestor = Ingestor(config)
     return Service(
         name="ingestor",
+        accounts=_accounts,
         handlers=[
             Handler(
                 name="scan-moved",
@@ -36,3 +38,7 @@ def build(config: BeamflowConfig) -> Service:
             ),
         ],
     )
+
+
+def _accounts(config: BeamflowConfig) -> set[str]:
+    return {CATALOG}

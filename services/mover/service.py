@@ -13,6 +13,7 @@ def build(config: BeamflowConfig) -> Service:
     mover = Mover(config)
     return Service(
         name="mover",
+        accounts=_accounts,
         handlers=[
             Handler(
                 name="scan-new",
@@ -23,3 +24,13 @@ def build(config: BeamflowConfig) -> Service:
             ),
         ],
     )
+
+
+def _accounts(config: BeamflowConfig) -> set[str]:
+    """Every endpoint a copy goes to or from (the Globus ones have accounts)."""
+    return {
+        name
+        for bl in config.beamlines.values()
+        for d in bl.destinations
+        for name in (d.endpoint, d.source or bl.watch.endpoint)
+    }

@@ -13,6 +13,7 @@ def build(config: BeamflowConfig) -> Service:
     pruner = Pruner(config)
     return Service(
         name="pruner",
+        accounts=_accounts,
         handlers=[
             Handler(
                 name="hold-expired",
@@ -23,3 +24,8 @@ def build(config: BeamflowConfig) -> Service:
             ),
         ],
     )
+
+
+def _accounts(config: BeamflowConfig) -> set[str]:
+    """Every endpoint pruned, and every endpoint a prune checks."""
+    return {n for name, e in config.endpoints.items() if e.retention for n in (name, e.retention.check_endpoint)}

@@ -17,12 +17,12 @@ import pytest
 from beamflow.common.checksums import file_checksum
 from beamflow.common.config import BeamflowConfig, Destination
 from beamflow.common.endpoints import FilesystemEndpoint, GlobusEndpoint, GlobusMount, RetentionRule
-from beamflow.common.errors import SourceMissing
+from beamflow.common.errors import CredentialsRejected, SourceMissing
 from beamflow.common.events import FileCopy
 from beamflow.common.natsserver import EmbeddedNats
 from beamflow.common.prune_globus import GlobusPrune
 from beamflow.common.secrets import SecretRef
-from beamflow.common.testing import harness, test_config, wait_for_record
+from beamflow.common.testing import harness, running, test_config, wait_for_record
 from beamflow.common.transfer_globus import GlobusTransfer
 from beamflow.globus_local.testing import LocalGlobus
 from beamflow.ledger.service import build as build_ledger
@@ -161,19 +161,23 @@ async def test_a_task_inactive_too_long_is_cancelled(
     assert task is not None and task.status == "FAILED", "beamflow cancelled the task at Globus"
 
 
-async def test_a_service_account_globus_refuses_is_a_dead_letter_saying_so(
+async def test_a_service_account_globus_refuses_stops_the_mover_from_starting_and_fails_a_copy(
     tmp_path: Path, globus: LocalGlobus, monkeypatch: pytest.MonkeyPatch, nats_server: EmbeddedNats
 ) -> None:
     site = facility_config(tmp_path, globus, monkeypatch)
     monkeypatch.setenv("TEST_GLOBUS_SECRET", "not-the-secret")
-    write(tmp_path / "source/P-1/scan_5.h5", os.urandom(1000))
-    async with harness(site.config, nats_server.url, build_mover(site.config)) as (bus, events):
-        await bus.publish(announce(tmp_path / "source", "bl832", ["P-1/scan_5.h5"]))
-        await events.wait_for(lambda c: len(c.failed) >= 1, timeout=30)
-    [dead] = events.failed
-    assert "refused the service account of endpoint nersc" in dead.reason, dead.reason
-    assert dead.permanent
-    assert "not-the-secret" not in dead.reason
+    with pytest.raises(CredentialsRejected) as refused:
+        async with running(build_mover(site.config), site.config, nats_server.url):
+            pass
+    said = str(refused.value)
+    assert said.startswith("mover will not start: globus:nersc:") and "invalid_client" in said, said
+    assert "not-the-secret" not in said
+    # Revoked after the start: the copy itself fails, permanently, saying so.
+    write(tmp_path / "beamline-collection/data/P-1/scan_5.h5", os.urandom(10))
+    with pytest.raises(CredentialsRejected, match="refused the service account of endpoint nersc"):
+        await GlobusTransfer().transfer(
+            "data", site.config.endpoints["data"], "nersc", site.config.endpoints["nersc"], ["P-1/scan_5.h5"]
+        )
 
 
 async def test_a_file_missing_at_a_globus_source_is_file_not_found(

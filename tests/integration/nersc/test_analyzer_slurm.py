@@ -15,12 +15,15 @@ from beamflow.analyzer.registry import JobRegistry
 from beamflow.analyzer.service import build as build_analyzer
 from beamflow.common.compute_config import NerscCompute, SlurmCompute
 from beamflow.common.config import BeamflowConfig
+from beamflow.common.credentials import check_credentials
 from beamflow.common.endpoints import FilesystemEndpoint
+from beamflow.common.errors import CredentialsRejected
 from beamflow.common.events import ScanAnalyzed
 from beamflow.common.natsserver import EmbeddedNats
 from beamflow.common.secrets import SecretRef
-from beamflow.common.testing import harness
+from beamflow.common.testing import harness, running
 from beamflow.mover.service import build as build_mover
+from beamflow.sfapi_local.auth import make_client_credentials
 from beamflow.sfapi_local.testing import LocalNersc
 from tests.integration.test_analyzer import analyzer_config
 from tests.integration.test_mover import announce, write
@@ -152,3 +155,17 @@ async def test_a_job_nersc_loses_fails_the_step(
     [dead] = events.failed
     assert "lost" in dead.reason and job_id in dead.reason, dead.reason
     assert not events.of(ScanAnalyzed)
+
+
+async def test_credentials_of_a_nersc_site_are_checked_and_a_wrong_key_stops_the_analyzer(
+    tmp_path: Path, nersc: LocalNersc, nats_server: EmbeddedNats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = at_nersc(tmp_path, nersc, monkeypatch)
+    [report] = await check_credentials(config)
+    assert (report.account, report.ok) == ("sfapi:here", True) and "perlmutter is" in report.detail, report
+    monkeypatch.setenv("TEST_SFAPI_KEY", make_client_credentials().secret)  # a key NERSC never registered
+    [report] = await check_credentials(config)
+    assert not report.ok and "invalid_client" in report.detail and "Iris" in report.detail, report
+    with pytest.raises(CredentialsRejected, match="analyzer will not start: sfapi:here"):
+        async with running(build_analyzer(config), config, nats_server.url):
+            pass
