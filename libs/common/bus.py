@@ -162,6 +162,16 @@ def stream_configs(config: BeamflowConfig) -> list[StreamConfig]:
             allow_msg_schedules=True,
         ),
         StreamConfig(
+            name=subjects.FLIGHT_STREAM,
+            subjects=[f"{subjects.FLIGHT}.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=d.event_max_age.total_seconds(),
+            duplicate_window=d.duplicate_window.total_seconds(),
+            num_replicas=replicas,
+            allow_msg_schedules=True,
+        ),
+        StreamConfig(
             name=subjects.ADVISORY_STREAM,
             subjects=[f"{subjects.MAX_DELIVERIES_ADVISORY_PREFIX}.>"],
             retention=RetentionPolicy.LIMITS,

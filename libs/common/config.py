@@ -80,6 +80,21 @@ class TelemetryConfig(_Section):
     health_host: str = "127.0.0.1"
 
 
+class FlightCheck(_Section):
+    """A small test scan sent through the beamline's whole pipeline on its real endpoints, then removed.
+
+    The files go into ``folder`` under the watched endpoint; the watcher, the mover and the ledger treat them
+    as any scan, the catalog, the analyzer and the archiver leave them alone.
+    """
+
+    every: Duration = Field(default=timedelta(hours=12), description="How often (a JetStream message schedule).")
+    timeout: Duration = Field(
+        default=timedelta(hours=1), description="Every verified copy must be there within this, or it fails."
+    )
+    folder: str = Field(default="beamflow-flight-check", pattern=r"^[A-Za-z0-9_-]+$")
+    size: int = Field(default=1024 * 1024, gt=0, le=1024**3, description="Bytes per test file.")
+
+
 class WatchConfig(_Section):
     endpoint: str
     mode: Literal["inotify", "poll"] = Field(
@@ -139,6 +154,11 @@ class BeamlineConfig(_Section):
     catalog: BeamlineCatalog | None = Field(default=None, description="Unset: this beamline is not catalogued.")
     archive: ArchivePolicy | None = Field(default=None, description="Unset: this beamline is not archived.")
     analysis: AnalysisPolicy | None = Field(default=None, description="Unset: nothing is run on this beamline's scans.")
+    flight_check: FlightCheck | None = Field(default=None, description="Unset: no periodic test scan.")
+
+    def is_flight_check(self, scan_path: str | None) -> bool:
+        """Whether the scan is a flight check's test scan (catalog, analysis and archive leave those alone)."""
+        return self.flight_check is not None and (scan_path or "").startswith(f"{self.flight_check.folder}/")
 
 
 class BeamflowConfig(_Section):
@@ -170,6 +190,22 @@ class BeamflowConfig(_Section):
         if not isinstance(endpoint, FilesystemEndpoint):
             raise TypeError(f"endpoint {name} is {endpoint.kind}, not a filesystem")
         return endpoint.root
+
+
+def expected_destinations(config: BeamflowConfig, beamline: str, scan_path: str) -> set[str]:
+    """Where a scan should end up under ``config``: every destination, minus what export control forbids."""
+    settings = config.beamlines[beamline]
+    restricted = settings.export_control.matches(scan_path)
+    holds = {settings.watch.endpoint}
+    wanted: set[str] = set()
+    for dest in settings.destinations:
+        if restricted and config.endpoints[dest.endpoint].leaves_facility:
+            continue
+        if (dest.source or settings.watch.endpoint) not in holds:
+            continue
+        holds.add(dest.endpoint)
+        wanted.add(dest.endpoint)
+    return wanted
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from beamflow.common.config import BeamflowConfig, load_config
+from beamflow.common.config import BeamflowConfig, expected_destinations, load_config
 from beamflow.common.endpoints import FilesystemEndpoint, TarArchiveEndpoint
 from beamflow.common.events import ScanAnalyzed
 from beamflow.common.observe import EventCollector
@@ -51,22 +51,6 @@ def expected_in_catalog(config: BeamflowConfig, beamline: str, scan_path: str, d
     return (
         catalog is not None and catalog.destination in destinations and not settings.export_control.matches(scan_path)
     )
-
-
-def expected_destinations(config: BeamflowConfig, beamline: str, scan_path: str) -> set[str]:
-    """Where a scan should end up under ``config``: every destination, minus what export control forbids."""
-    settings = config.beamlines[beamline]
-    restricted = settings.export_control.matches(scan_path)
-    holds = {settings.watch.endpoint}
-    wanted: set[str] = set()
-    for dest in settings.destinations:
-        if restricted and config.endpoints[dest.endpoint].leaves_facility:
-            continue
-        if (dest.source or settings.watch.endpoint) not in holds:
-            continue
-        holds.add(dest.endpoint)
-        wanted.add(dest.endpoint)
-    return wanted
 
 
 def _table(

@@ -286,6 +286,66 @@ class ArchiveScheduled(Event):
         }
 
 
+class FlightRequested(Event):
+    """Run the beamline's flight check now: from ``beamflow flight-check BL``, or fired by its schedule."""
+
+    stage: ClassVar[str] = subjects.FLIGHT
+    stream: ClassVar[str] = subjects.FLIGHT_STREAM
+
+    scan_id: str | None = None  # type: ignore[assignment]  # the test scan is made by the check
+    requested_by: str = "schedule"
+
+    def subject(self) -> str:
+        return subjects.flight_subject("run", self.beamline)
+
+    def msg_id(self) -> str:
+        return f"flight:{self.beamline}:{self.occurred_at.isoformat()}"
+
+
+class FlightScheduled(Event):
+    """The repeating schedule of a beamline's flight check: the server publishes ``request`` on
+    ``flight.run.<beamline>`` every ``every`` (``@every``); placing it again replaces it."""
+
+    stage: ClassVar[str] = subjects.FLIGHT
+    stream: ClassVar[str] = subjects.FLIGHT_STREAM
+
+    scan_id: str | None = None  # type: ignore[assignment]
+    every: timedelta
+    request: FlightRequested
+
+    def subject(self) -> str:
+        return subjects.flight_subject("schedule", self.beamline)
+
+    def msg_id(self) -> str:
+        return f"flight-schedule:{self.beamline}:{int(self.every.total_seconds())}"
+
+    def to_json(self) -> bytes:
+        return self.request.to_json()
+
+    def extra_headers(self) -> dict[str, str]:
+        return {
+            hdr.SCHEDULE: f"@every {max(1, int(self.every.total_seconds()))}s",
+            hdr.SCHEDULE_TARGET: self.request.subject(),
+        }
+
+
+class FlightChecked(Event):
+    """How a flight check went: which endpoints held a verified copy of the test scan in time, what failed."""
+
+    stage: ClassVar[str] = subjects.FLIGHT
+    stream: ClassVar[str] = subjects.FLIGHT_STREAM
+
+    scan_id: str
+    ok: bool
+    seconds: float = Field(ge=0)
+    verified: list[str] = Field(description="Endpoints that held a verified copy.")
+    problems: list[str] = Field(default_factory=list)
+    cleaned: list[str] = Field(default_factory=list, description="Endpoints the test files were removed from.")
+
+    def subject(self) -> str:
+        return subjects.flight_subject("result", self.beamline)
+
+
 class RetentionHold(Event):
     """The scan stays on ``endpoint`` until ``expires_at``; after that it may be pruned there, if the copy
     at ``check_endpoint`` (``files``, as verified) still checks out.

@@ -19,6 +19,7 @@ from beamflow.common.bus import server_urls
 from beamflow.common.events import (
     EVENT_TYPES,
     Event,
+    FlightChecked,
     ScanFailed,
     ScanIngested,
     ScanMoved,
@@ -37,7 +38,7 @@ COLLECTOR_HEARTBEAT_S = 1.0
 
 
 class EventCollector:
-    """Every event stored on SCANS and DEADLETTERS, parsed, in arrival order."""
+    """Every event stored on SCANS and DEADLETTERS, and every flight check result, parsed, in arrival order."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -49,7 +50,7 @@ class EventCollector:
     async def start(self, stream_timeout: float = 10.0) -> EventCollector:
         self._nc = await nats.connect(server_urls(self.url), max_reconnect_attempts=-1, reconnect_time_wait=0.2)
         js = self._nc.jetstream()
-        for stream in (subjects.SCANS_STREAM, subjects.DEAD_LETTER_STREAM):
+        for stream in (subjects.SCANS_STREAM, subjects.DEAD_LETTER_STREAM, subjects.FLIGHT_STREAM):
             await self._wait_for_stream(stream, stream_timeout)
             # Heartbeats every second: after a server restart the ordered consumer is re-created once two are
             # missed, so the collector catches up in about 2 s instead of nats-py's default 10 s.
@@ -78,7 +79,9 @@ class EventCollector:
 
     async def _on_msg(self, msg: Msg) -> None:
         stage = msg.subject.split(".")[1] if msg.subject.startswith("scan.") else ""
-        model = EVENT_TYPES.get(stage)
+        model: type[Event] | None = EVENT_TYPES.get(stage)
+        if msg.subject.startswith(subjects.flight_subject("result", "")):
+            model = FlightChecked  # the FLIGHT stream's requests and schedules are not outcomes
         if model is not None:
             with contextlib.suppress(ValueError):
                 self.events.append(model.model_validate_json(msg.data))

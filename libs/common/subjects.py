@@ -23,6 +23,10 @@ ARCHIVE_STREAM: Final = "ARCHIVES"
 ARCHIVE: Final = "archive"
 ARCHIVE_REQUEST: Final = "request"
 ARCHIVE_SCHEDULE: Final = "schedule"
+#: Flight checks: ``flight.schedule.<bl>`` (the repeating schedule), ``flight.run.<bl>`` (run one now),
+#: ``flight.result.<bl>`` (how it went).
+FLIGHT_STREAM: Final = "FLIGHT"
+FLIGHT: Final = "flight"
 
 HOLD: Final = "hold"
 #: ``hold.set.<beamline>.<scan_id>.<endpoint>``: the pending hold (a message schedule; replaced to extend).
@@ -86,3 +90,8 @@ def archive_request_subject(beamline: str) -> str:
 
 def archive_schedule_subject(beamline: str, cycle: str) -> str:
     return f"{ARCHIVE}.{ARCHIVE_SCHEDULE}.{beamline}.{cycle}"
+
+
+def flight_subject(kind: str, beamline: str) -> str:
+    """``flight.<kind>.<beamline>``; kind is "schedule", "run" or "result"."""
+    return f"{FLIGHT}.{kind}.{beamline}"

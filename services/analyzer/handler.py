@@ -75,6 +75,8 @@ class Analyzer:
         policy = beamline.analysis if beamline is not None else None
         if policy is None or event.destination_endpoint != policy.source:
             return
+        if beamline is not None and beamline.is_flight_check(event.scan_path):
+            return  # a flight check's test scan: nothing to analyse
         inputs = [f for f in event.files if _is_input(f.path, policy)]
         if not inputs:
             ctx.log.info("no input files for the analysis in this scan", extra={"analysis": policy.name})

@@ -64,6 +64,8 @@ class Archiver:
         policy = self._policy(event.beamline)
         if policy is None or event.destination_endpoint != policy.source or policy.when == "on_demand":
             return
+        if self.config.beamlines[event.beamline].is_flight_check(event.scan_path):
+            return  # a flight check's test scan: removed again, never archived
         if policy.when == "end_of_cycle":
             await self._schedule_cycle_end(ctx, event, policy)
             return
@@ -102,6 +104,8 @@ class Archiver:
             copy = record.copies.get(policy.source)
             if copy is None or policy.endpoint in record.copies:
                 continue  # not copied to the archive's source yet, or already archived
+            if self.config.beamlines[event.beamline].is_flight_check(record.scan_path):
+                continue
             proposal = self._proposal(policy, record.scan_path or copy.files[0].path, record.scan_id)
             if event.proposal is not None and proposal != event.proposal:
                 continue

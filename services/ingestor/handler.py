@@ -147,6 +147,8 @@ class Ingestor:
         catalog = self._catalogued(event.beamline)
         if catalog is None or event.destination_endpoint != catalog.destination:
             return
+        if self.config.beamlines[event.beamline].is_flight_check(event.scan_path):
+            return  # a flight check's test scan is not a dataset
         if event.export_controlled or await self._export_controlled(ctx, event.scan_id):
             ctx.log.info("export-controlled: not catalogued")
             return
