@@ -17,7 +17,7 @@ from beamflow.analyzer.registry import JobRegistry
 from beamflow.analyzer.service import build as build_analyzer
 from beamflow.common.compute_config import AnalysisPolicy, ComputeSiteConfig, LocalCompute
 from beamflow.common.config import BeamflowConfig
-from beamflow.common.endpoints import FilesystemEndpoint
+from beamflow.common.endpoints import FilesystemEndpoint, RetentionRule
 from beamflow.common.events import ScanAnalyzed
 from beamflow.common.natsserver import EmbeddedNats
 from beamflow.common.testing import harness, test_config, wait_for_record
@@ -55,7 +55,12 @@ def analyzer_config(
     script = tmp_path / "sizes.py"
     script.write_text(SIZES)
     base = test_config(tmp_path, max_deliver=1, ack_wait=timedelta(seconds=5))
-    extra = {name: FilesystemEndpoint(root=tmp_path / name) for name in ("scratch", "results")}
+    # Outputs stay in scratch a day after `results` holds a verified copy: a hold like any copy's.
+    keep = RetentionRule(keep_for=timedelta(days=1), check_endpoint="results")
+    extra = {
+        "scratch": FilesystemEndpoint(root=tmp_path / "scratch", retention=keep),
+        "results": FilesystemEndpoint(root=tmp_path / "results"),
+    }
     for endpoint in extra.values():
         endpoint.root.mkdir(parents=True, exist_ok=True)
     policy = AnalysisPolicy(
@@ -86,7 +91,9 @@ async def test_a_scan_is_analysed_and_its_outputs_brought_back_verified(
         scan = announce(tmp_path / "source", "bl832", ["P-1/scan_1.h5"])
         await bus.publish(scan)
         await events.wait_for(lambda c: len(c.of(ScanAnalyzed)) + len(c.failed) >= 1, timeout=60)
-        record = await wait_for_record(bus.js, scan.scan_id, lambda r: "job:here" in r.external_ids)
+        record = await wait_for_record(
+            bus.js, scan.scan_id, lambda r: "job:here" in r.external_ids and "scratch" in r.holds
+        )
         entry = await (await JobRegistry.open(bus.js)).get(scan.scan_id, "sizes")
     assert not events.failed, events.failed[0].reason
     [analyzed] = events.of(ScanAnalyzed)
@@ -95,6 +102,9 @@ async def test_a_scan_is_analysed_and_its_outputs_brought_back_verified(
     assert (tmp_path / "results/analysis/sizes/P-1/scan_1/sizes.txt").read_text() == "12345\n"
     assert analyzed.software == {"name": "sizes", "version": "1.0"} and analyzed.parameters == {"inputs": 1}
     assert record.external_ids["job:here"] == analyzed.job_id
+    hold = record.holds["scratch"]
+    assert hold.check_endpoint == "results", "the outputs in scratch are held until results holds their copy"
+    assert (tmp_path / "scratch/analysis/sizes/P-1/scan_1/sizes.txt").exists(), "kept until the hold expires"
     assert entry is not None and (entry.state, entry.end) == ("ended", "completed")
     assert not (tmp_path / "scratch/P-1/scan_1.h5").exists(), "the staged input is removed from scratch"
     assert (tmp_path / "data/P-1/scan_1.h5").exists(), "the verified copy the input came from stays"
