@@ -88,6 +88,7 @@ def run(
 ) -> None:
     """Run one service until SIGTERM (it finishes in-flight work first)."""
     from beamflow.common.logs import configure_logging
+    from beamflow.common.metrics import configure_metrics
     from beamflow.common.runtime import Runtime
     from beamflow.common.service import discover
     from beamflow.common.telemetry import configure_tracing
@@ -106,6 +107,7 @@ def run(
         raise typer.Exit(2)
     configure_logging(service, log_level)
     configure_tracing(service, loaded.telemetry.service_namespace)
+    configure_metrics(service)
     runtime = Runtime(factories[service](loaded), loaded, url, health_port=health_port)
 
     async def main() -> None:

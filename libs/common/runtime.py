@@ -30,7 +30,7 @@ from typing import Any
 
 import nats.errors
 import nats.js.errors
-from beamflow.common import subjects
+from beamflow.common import metrics, subjects
 from beamflow.common.bus import connect, ensure_consumer, ensure_streams, publish_event
 from beamflow.common.config import BeamflowConfig
 from beamflow.common.errors import NatsUnavailable, PermanentError
@@ -45,6 +45,8 @@ from nats.js import JetStreamContext
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 log = logging.getLogger(__name__)
+#: How often each consumer's lag is read for the ``beamflow.consumer.pending`` gauge.
+LAG_INTERVAL_SECONDS = 15.0
 
 FETCH_TIMEOUT = 1.0
 MAX_BATCH = 64
@@ -65,7 +67,9 @@ class Runtime:
         self.nats_url = nats_url
         self.stats: Counter[str] = Counter()
         self._health = (
-            HealthServer(self._status, config.telemetry.health_host, health_port) if health_port is not None else None
+            HealthServer(self._status, config.telemetry.health_host, health_port, metrics=metrics.render)
+            if health_port is not None
+            else None
         )
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
@@ -164,6 +168,20 @@ class Runtime:
             adv_sub = await js.pull_subscribe_bind(durable=advisory, stream=subjects.ADVISORY_STREAM)
             self._loops.append(asyncio.create_task(self._consume(handler, sub), name=f"consume-{durable}"))
             self._loops.append(asyncio.create_task(self._consume_advisories(handler, adv_sub), name=f"adv-{durable}"))
+        if self.service.handlers:
+            self._loops.append(asyncio.create_task(self._measure_lag(), name=f"lag-{self.service.name}"))
+
+    async def _measure_lag(self) -> None:
+        """Keep each consumer's unfinished messages (pending + in flight) in the lag gauge."""
+        while not self._stopping.is_set():
+            for handler in self.service.handlers:
+                durable = self.consumer_name(handler)
+                with contextlib.suppress(Exception):  # a scrape shows the last value; NATS may be away
+                    info = await self.js.consumer_info(handler.event.stream, durable)
+                    lag = (info.num_pending or 0) + (info.num_ack_pending or 0)
+                    metrics.consumer_pending[(self.service.name, durable)] = lag
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), LAG_INTERVAL_SECONDS)
 
     def consumer_name(self, handler: Handler[Any]) -> str:
         return f"{self.service.name}-{handler.name}"
@@ -321,8 +339,10 @@ class Runtime:
             },
         ) as span:
             heartbeat = asyncio.create_task(self._heartbeat(msg))
+            labels = {"service": self.service.name, "stage": handler.event.stage, "beamline": "unknown"}
             try:
                 event = parse_event(handler.event, msg.data)
+                labels["beamline"] = event.beamline
                 span.set_attribute("beamflow.scan_id", event.scan_id or "")
                 span.set_attribute("beamflow.beamline", event.beamline)
                 adapter = ContextLogger(
@@ -342,19 +362,29 @@ class Runtime:
                 await self._dead_letter(handler, msg, exc, permanent=True, deliveries=deliveries)
                 await msg.term()
                 self.stats["dead_lettered"] += 1
+                self._measured(labels, "dead_lettered", started)
                 return
             except Exception as exc:
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
-                await self._retry_or_give_up(handler, msg, exc, deliveries)
+                outcome = await self._retry_or_give_up(handler, msg, exc, deliveries)
+                self._measured(labels, outcome, started)
                 return
             finally:
                 heartbeat.cancel()
             await msg.ack()
             self.stats["handled"] += 1
             span.set_attribute("beamflow.seconds", time.perf_counter() - started)
+            self._measured(labels, "ok", started)
 
-    async def _retry_or_give_up(self, handler: Handler[Any], msg: Msg, exc: Exception, deliveries: int) -> None:
+    def _measured(self, labels: dict[str, str], outcome: str, started: float) -> None:
+        metrics.MESSAGES.add(1, {**labels, "outcome": outcome})
+        metrics.HANDLER_SECONDS.record(
+            time.perf_counter() - started, {"service": labels["service"], "stage": labels["stage"]}
+        )
+
+    async def _retry_or_give_up(self, handler: Handler[Any], msg: Msg, exc: Exception, deliveries: int) -> str:
+        """Nak for a later retry, or dead-letter once deliveries run out; the outcome's metric label."""
         limit = self.config.delivery.max_deliver
         if deliveries >= limit:
             log.error("giving up", extra={"subject": msg.subject, "deliveries": deliveries, "error": str(exc)})
@@ -368,7 +398,7 @@ class Runtime:
             )
             await msg.term()
             self.stats["dead_lettered"] += 1
-            return
+            return "dead_lettered"
         backoff = self.config.delivery.backoff
         delay = backoff[min(deliveries - 1, len(backoff) - 1)].total_seconds() if backoff else 1.0
         log.warning(
@@ -383,6 +413,7 @@ class Runtime:
         )
         await msg.nak(delay=delay)
         self.stats["retried"] += 1
+        return "retried"
 
     async def _heartbeat(self, msg: Msg) -> None:
         interval = max(self.config.delivery.ack_wait.total_seconds() / 3, 0.1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from beamflow.common import holds
+from beamflow.common import holds, metrics
 from beamflow.common.config import BeamflowConfig, BeamlineConfig
 from beamflow.common.errors import SourceMissing, UnknownBeamline, UnknownEndpoint
 from beamflow.common.events import FileCopy, ScanMoved, ScanNew
@@ -82,6 +82,11 @@ class Mover:
                     export_controlled=export_controlled,
                 )
             )
+            if result.copied_bytes:
+                where = {"beamline": event.beamline, "endpoint": destination.endpoint}
+                metrics.BYTES_MOVED.add(result.copied_bytes, where)
+                speed = result.rate_bytes_per_second or result.copied_bytes / max(seconds, 1e-6)
+                metrics.TRANSFER_SPEED.record(speed, {"endpoint": destination.endpoint})
             ctx.log.info(
                 "verified copy",
                 extra={

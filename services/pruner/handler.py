@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from beamflow.common import holds
+from beamflow.common import holds, metrics
 from beamflow.common.config import BeamflowConfig
 from beamflow.common.endpoints import HpssEndpoint
 from beamflow.common.errors import LedgerBehind, PruneRefused
@@ -75,6 +75,7 @@ class Pruner:
                 freed_bytes=deleted.freed_bytes,
             )
         )
+        metrics.BYTES_PRUNED.add(deleted.freed_bytes, {"beamline": hold.beamline, "endpoint": hold.endpoint})
         ctx.log.info(
             "pruned",
             extra={
