@@ -4,6 +4,10 @@ There is no NATS instrumentation for OpenTelemetry, so the runtime injects the W
 headers of every message it publishes and extracts it from every message it receives (REFERENCE.md). An SDK
 tracer provider is always installed so trace ids exist and appear in logs; spans leave the process only when
 the standard ``OTEL_TRACES_EXPORTER`` asks for it (``otlp`` or ``console``): export is off by default.
+
+When spans are exported, the HTTP clients the remote services are reached with are instrumented too
+(``requests`` under globus-sdk and pyscicat, ``httpx`` under sfapi-client), so each external call is a
+span of the scan's trace.
 """
 
 from __future__ import annotations
@@ -47,6 +51,20 @@ def configure_tracing(service: str, namespace: str = "beamflow", exporter: SpanE
     if chosen is not None:
         provider.add_span_processor(BatchSpanProcessor(chosen))
     trace.set_tracer_provider(provider)
+    if chosen is not None:
+        _instrument_http_clients()
+
+
+def _instrument_http_clients() -> None:
+    """A span per request of the libraries' HTTP clients (installed with ``beamflow[otlp]``)."""
+    try:
+        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+        from opentelemetry.instrumentation.requests import RequestsInstrumentor
+    except ImportError:
+        log.warning("HTTP client instrumentation is not installed: pip install 'beamflow[otlp]'")
+        return
+    RequestsInstrumentor().instrument()
+    HTTPXClientInstrumentor().instrument()
 
 
 def _exporter_from_environment() -> SpanExporter | None:

@@ -15,7 +15,9 @@ from beamflow.common.errors import SourceMissing, UnknownBeamline, UnknownEndpoi
 from beamflow.common.events import FileCopy, ScanMoved, ScanNew
 from beamflow.common.ledger import Ledger
 from beamflow.common.service import Context
+from beamflow.common.telemetry import tracer
 from beamflow.common.transfer import TransferResult, controller_for
+from opentelemetry import trace
 
 
 class Mover:
@@ -53,10 +55,23 @@ class Mover:
                 continue
             source = self.config.endpoints[source_name]
             started = time.perf_counter()
+            span = tracer().start_span(
+                f"copy {source_name} -> {destination.endpoint}",
+                attributes={
+                    "beamflow.scan_id": event.scan_id,
+                    "beamflow.beamline": event.beamline,
+                    "beamflow.endpoint": destination.endpoint,
+                    "beamflow.source_endpoint": source_name,
+                },
+            )
             try:
-                result = await controller_for(source, target).transfer(
-                    source_name, source, destination.endpoint, target, paths
-                )
+                with trace.use_span(span, end_on_exit=True):
+                    result = await controller_for(source, target).transfer(
+                        source_name, source, destination.endpoint, target, paths
+                    )
+                    span.set_attribute("beamflow.bytes", result.copied_bytes)
+                    if result.external_id:
+                        span.set_attribute("beamflow.external_id", result.external_id)
             except SourceMissing:
                 done = await self._copy_in_ledger(ctx, event, destination.endpoint)
                 if done is None:
