@@ -1,7 +1,7 @@
 """A local Globus: the Globus Auth token endpoint and the Transfer API subset beamflow calls, doing real work on
 local folders that play collections.
 
-Modules: ``wire`` (requests, answers, the Transfer API's error body), ``auth`` (clients and the client-credentials
+Modules: ``wire`` (the Transfer API's error body, request ids, times), ``auth`` (clients and the client-credentials
 grant), ``storage`` (collections: Globus paths onto local folders, file documents), ``documents`` (checks on
 submitted transfer/delete documents), ``copier`` (copying one file, and naming OS failures in Globus's codes),
 ``records`` (a task's record, its document and events), ``transfers`` and ``deletes`` (the work of each task

@@ -13,13 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
-import threading
 import uuid
 from pathlib import Path
-from types import FrameType
 
+from beamflow.common.standin_http import wait_for_stop_signal
 from beamflow.globus_local.auth import ClientCredentials
 from beamflow.globus_local.server import LISTENING_MESSAGE
 from beamflow.globus_local.testing import LocalGlobus, make_client_credentials
@@ -91,17 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"local Globus cannot start: {exc}", file=sys.stderr)
         return 1
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    print(f"{LISTENING_MESSAGE}{globus.transfer_url}", file=sys.stderr, flush=True)
-    for name, value in globus.env.items():
-        print(f"{name}={value}", file=sys.stderr, flush=True)
-    stop.wait()
+    wait_for_stop_signal(
+        f"{LISTENING_MESSAGE}{globus.transfer_url}", *(f"{name}={value}" for name, value in globus.env.items())
+    )
     globus.close()
     return 0
 

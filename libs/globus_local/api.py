@@ -46,6 +46,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+from beamflow.common.standin_http import Request, Response
 from beamflow.globus_local.auth import DEFAULT_TOKEN_TTL, TOKEN_PATH, TRANSFER_RESOURCE_SERVER, GlobusAuth
 from beamflow.globus_local.documents import endpoint_not_found, parse_delete, parse_transfer
 from beamflow.globus_local.records import Task
@@ -59,7 +60,7 @@ from beamflow.globus_local.storage import (
     path_parts,
 )
 from beamflow.globus_local.tasks import DEFAULT_RETRY_INTERVAL, TaskEngine
-from beamflow.globus_local.wire import Request, Response, TransferFault, bad_request, new_request_id
+from beamflow.globus_local.wire import TransferFault, bad_request, new_request_id
 
 API_PREFIX = "/v0.10"
 MAX_LS_ITEMS = 100_000

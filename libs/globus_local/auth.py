@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from beamflow.globus_local.wire import Request, Response
+from beamflow.common.standin_http import Request, Response
 
 TOKEN_PATH = "/v2/oauth2/token"
 TRANSFER_RESOURCE_SERVER = "transfer.api.globus.org"

@@ -10,11 +10,10 @@ socket and every open connection. Request logs go to ``logging`` at debug level.
 from __future__ import annotations
 
 import logging
-from urllib.parse import parse_qs, urlsplit
 
-from beamflow.common.standin_http import StandInHandler, StandInHTTPServer
+from beamflow.common.standin_http import Response, StandInHandler, StandInHTTPServer
 from beamflow.globus_local.api import GlobusApi
-from beamflow.globus_local.wire import Request, Response, TransferFault
+from beamflow.globus_local.wire import TransferFault
 
 log = logging.getLogger(__name__)
 
@@ -24,42 +23,23 @@ LISTENING_MESSAGE = "local Globus listening on "
 
 
 class _Handler(StandInHandler):
-    server: GlobusHTTPServer
+    max_body_bytes = MAX_BODY_BYTES
+    content_type = "application/json"
+    service_name = "local Globus"
+    failure_log = log
 
-    def serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked" or length > MAX_BODY_BYTES:
-            fault = TransferFault(413, "ClientError.RequestEntityTooLarge", "Request body too large or chunked")
-            self._send(fault.response(self.path), close=True)
-            return
-        body = self.rfile.read(length) if length > 0 else b""
-        parts = urlsplit(self.path)
-        request = Request(
-            method=self.command,
-            path=parts.path,
-            query=parse_qs(parts.query, keep_blank_values=True),
-            headers=dict(self.headers.items()),
-            body=body,
-        )
-        try:
-            response = self.server.api.handle(request)
-        except Exception:
-            log.exception("local Globus failed on %s %s", self.command, parts.path)
-            response = TransferFault(500, "InternalError", "An internal error occurred").response(parts.path)
-        self._send(response)
+    def body_refusal(self, *, chunked: bool) -> Response:
+        fault = TransferFault(413, "ClientError.RequestEntityTooLarge", "Request body too large or chunked")
+        return fault.response(self.path)
 
-    def _send(self, response: Response, *, close: bool = False) -> None:
-        self.send_json(
-            response.status, response.body, headers=response.headers, close=close, content_type="application/json"
-        )
+    def internal_error(self, path: str) -> Response:
+        return TransferFault(500, "InternalError", "An internal error occurred").response(path)
 
 
-class GlobusHTTPServer(StandInHTTPServer):
+class GlobusHTTPServer(StandInHTTPServer[GlobusApi]):
     """The Globus stand-in's HTTP server: the stand-in server with the API it answers from."""
 
-    def __init__(self, address: tuple[str, int], api: GlobusApi) -> None:
-        self.api = api
-        super().__init__(address, _Handler)
+    handler_class = _Handler
 
     @property
     def auth_url(self) -> str:

@@ -18,9 +18,8 @@ from __future__ import annotations
 import secrets
 import uuid
 from pathlib import Path
-from types import TracebackType
 
-from beamflow.common.standin_http import ServerThread
+from beamflow.common.standin_http import StandInRunner
 from beamflow.globus_local.api import GlobusApi
 from beamflow.globus_local.auth import DEFAULT_TOKEN_TTL, ClientCredentials
 from beamflow.globus_local.server import GlobusHTTPServer, make_server
@@ -33,12 +32,15 @@ def make_client_credentials() -> ClientCredentials:
     return ClientCredentials(str(uuid.uuid4()), secrets.token_urlsafe(32))
 
 
-class LocalGlobus:
+class LocalGlobus(StandInRunner[GlobusHTTPServer]):
     """The Globus stand-in in a background thread, with one client; a context manager that starts and stops it.
 
     ``state_dir`` holds the default collection folders (``collection_dir(name)``). ``api`` exists from
-    construction, so collections, clients and hooks can be set up before ``start``.
+    construction, so collections, clients and hooks can be set up before ``start``. ``stop`` leaves the tasks
+    running (Globus's API being unreachable does not stop transfers); ``start`` serves again on the same port.
     """
+
+    thread_name = "globus-local"
 
     def __init__(
         self,
@@ -50,21 +52,15 @@ class LocalGlobus:
         token_ttl: float = DEFAULT_TOKEN_TTL,
         retry_interval: float = DEFAULT_RETRY_INTERVAL,
     ) -> None:
+        super().__init__(host=host, port=port)
         self.state_dir = Path(state_dir).absolute()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.api = GlobusApi(token_ttl=token_ttl, retry_interval=retry_interval)
         self.client_credentials = credentials or make_client_credentials()
         self.api.add_client(self.client_credentials.client_id, self.client_credentials.client_secret)
-        self.host = host
-        self._port = port
-        self._server: GlobusHTTPServer | None = None
-        self._thread: ServerThread | None = None
 
-    @property
-    def server(self) -> GlobusHTTPServer:
-        if self._server is None:
-            raise RuntimeError("LocalGlobus is not running")
-        return self._server
+    def _bind(self, port: int) -> GlobusHTTPServer:
+        return make_server(self.api, host=self.host, port=port)
 
     @property
     def auth_url(self) -> str:
@@ -87,34 +83,7 @@ class LocalGlobus:
     ) -> Collection:
         return self.api.add_collection(collection_id, local_root, writable=writable, display_name=display_name)
 
-    def start(self) -> LocalGlobus:
-        if self._server is not None:
-            raise RuntimeError("LocalGlobus is already running")
-        server = make_server(self.api, host=self.host, port=self._port)
-        self._port = server.port
-        self._server = server
-        self._thread = ServerThread(server, f"globus-local-{server.port}").start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving: the port refuses connections and open connections are cut; tasks keep running (Globus's
-        API being unreachable does not stop transfers). ``start`` serves again on the same port. Idempotent."""
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        self._server = self._thread = None
-        if thread is not None:
-            thread.stop()
-
     def close(self) -> None:
         """``stop``, and stop the task threads too (tasks keep the state they had): the end of the stand-in."""
         self.stop()
         self.api.close()
-
-    def __enter__(self) -> LocalGlobus:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

@@ -1,4 +1,5 @@
-"""What goes over the wire between globus-sdk and the Globus stand-in: requests, answers and the error bodies.
+"""What goes over the wire between globus-sdk and the Globus stand-in besides plain requests and answers
+(``Request``/``Response``, from ``beamflow.common.standin_http``): the error bodies, request ids and times.
 
 The Transfer API answers every error as ``{"code", "message", "request_id", "resource"}``; globus-sdk's
 ``TransferAPIError`` reads ``code``/``message``/``request_id`` from exactly that shape ("type zero" errors), so
@@ -12,42 +13,10 @@ from __future__ import annotations
 import datetime
 import secrets
 import string
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import parse_qs
+
+from beamflow.common.standin_http import Response
 
 _REQUEST_ID_ALPHABET = string.ascii_letters + string.digits
-
-
-@dataclass(frozen=True)
-class Request:
-    """One HTTP request, as the server hands it over: no sockets, so the core can be driven directly."""
-
-    method: str
-    path: str
-    query: Mapping[str, list[str]] = field(default_factory=dict)
-    headers: Mapping[str, str] = field(default_factory=dict)
-    body: bytes = b""
-
-    def header(self, name: str) -> str:
-        lowered = name.lower()
-        return next((value for key, value in self.headers.items() if key.lower() == lowered), "")
-
-    def form(self) -> dict[str, list[str]]:
-        return parse_qs(self.body.decode("utf-8", "replace"), keep_blank_values=True)
-
-    def param(self, name: str) -> str | None:
-        """The last value of a query parameter, ``None`` when absent."""
-        values = self.query.get(name)
-        return values[-1] if values else None
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    body: Any
-    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 def new_request_id() -> str:

@@ -11,12 +11,10 @@ import argparse
 import getpass
 import logging
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
 
+from beamflow.common.standin_http import ServerThread, wait_for_stop_signal
 from beamflow.scicat_local.api import DEFAULT_PID_PREFIX, DEFAULT_TOKEN_TTL
 from beamflow.scicat_local.auth import (
     PASSWORD_ENV,
@@ -108,21 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"local SciCat cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
         return 1
-
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    # serve_forever runs in a thread: shutdown() waits for its loop, so it cannot be called from that loop.
-    serving = threading.Thread(target=server.serve_forever, args=(0.1,), name="scicat-local", daemon=True)
-    serving.start()
-    print(f"{LISTENING_MESSAGE}{base_url(server)}", file=sys.stderr, flush=True)
-    stop.wait()
-    server.shutdown()
-    server.close_all()
+    # Served from a thread: this one waits for the signal, and shutdown() cannot be called from the serving loop.
+    serving = ServerThread(server, "scicat-local").start()
+    wait_for_stop_signal(f"{LISTENING_MESSAGE}{base_url(server)}")
+    serving.stop()
     server.api.store.close()
     return 0
 

@@ -20,11 +20,12 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
+from beamflow.common.standin_http import Request, Response
 from beamflow.scicat_local import errors
 from beamflow.scicat_local.auth import User
 from beamflow.scicat_local.errors import HttpError
@@ -50,25 +51,6 @@ _DATASET_DATES = ("creationTime", "startTime", "endTime")
 # Names under Datasets/ that are routes, not pids (as the backend declares them before /:pid).
 _DATASET_ACTIONS = {"count", "findone", "fullquery"}
 _DATASET_CHILDREN = {"origdatablocks", "attachments", "thumbnail"}
-
-
-@dataclass(frozen=True)
-class Request:
-    """One HTTP request: the raw (still percent-encoded) path, the decoded query, headers and body bytes."""
-
-    method: str
-    path: str
-    query: Mapping[str, list[str]] = field(default_factory=dict)
-    headers: Mapping[str, str] = field(default_factory=dict)
-    body: bytes = b""
-
-
-@dataclass(frozen=True)
-class Response:
-    """The status and JSON body (None: an empty body, as Nest sends for a handler returning null)."""
-
-    status: int
-    body: Any = None
 
 
 def utc_iso(value: str) -> str:

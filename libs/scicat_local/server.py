@@ -11,11 +11,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
-from beamflow.common.standin_http import StandInHandler, StandInHTTPServer
+from beamflow.common.standin_http import Response, StandInHandler, StandInHTTPServer
 from beamflow.scicat_local import errors
-from beamflow.scicat_local.api import DEFAULT_PID_PREFIX, DEFAULT_TOKEN_TTL, Request, Response, SciCatApi
+from beamflow.scicat_local.api import API_PREFIX, DEFAULT_PID_PREFIX, DEFAULT_TOKEN_TTL, SciCatApi
 from beamflow.scicat_local.auth import User
 from beamflow.scicat_local.store import CatalogStore
 
@@ -27,47 +26,27 @@ LISTENING_MESSAGE = "local SciCat listening on "
 
 
 class _Handler(StandInHandler):
-    server: SciCatHTTPServer
+    max_body_bytes = MAX_BODY_BYTES
+    # Nest sends no body at all for a handler returning null.
+    empty_when_none = True
+    service_name = "local SciCat"
+    failure_log = log
 
-    def serve(self) -> None:
-        try:
-            body = self._read_body()
-        except errors.HttpError as exc:
-            self._send(Response(exc.status, exc.body), close=True)
-            return
-        parts = urlsplit(self.path)
-        request = Request(
-            method=self.command,
-            path=parts.path,
-            query=parse_qs(parts.query, keep_blank_values=True),
-            headers=dict(self.headers.items()),
-            body=body,
-        )
-        try:
-            response = self.server.api.handle(request)
-        except Exception:
-            log.exception("local SciCat failed on %s %s", self.command, parts.path)
-            response = Response(500, {"statusCode": 500, "message": "Internal server error"})
-        self._send(response)
+    def body_refusal(self, *, chunked: bool) -> Response:
+        if chunked:
+            refusal = errors.bad_request("chunked request bodies are not supported; send Content-Length")
+        else:
+            refusal = errors.payload_too_large()
+        return Response(refusal.status, refusal.body)
 
-    def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            raise errors.bad_request("chunked request bodies are not supported; send Content-Length")
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY_BYTES:
-            raise errors.payload_too_large()
-        return self.rfile.read(length) if length > 0 else b""
-
-    def _send(self, response: Response, *, close: bool = False) -> None:
-        self.send_json(response.status, response.body, close=close)
+    def internal_error(self, path: str) -> Response:
+        return Response(500, {"statusCode": 500, "message": "Internal server error"})
 
 
-class SciCatHTTPServer(StandInHTTPServer):
+class SciCatHTTPServer(StandInHTTPServer[SciCatApi]):
     """The local SciCat's HTTP server: the stand-in server with the API it answers from."""
 
-    def __init__(self, address: tuple[str, int], api: SciCatApi) -> None:
-        self.api = api
-        super().__init__(address, _Handler)
+    handler_class = _Handler
 
 
 def make_server(
@@ -91,7 +70,4 @@ def make_server(
 
 def base_url(server: SciCatHTTPServer) -> str:
     """The ``/api/v3`` URL pyscicat takes as ``base_url``."""
-    host = server.server_address[0]
-    host = str(host)
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{server.port}/api/v3"
+    return server.root_url + API_PREFIX

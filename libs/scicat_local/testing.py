@@ -23,20 +23,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from beamflow.common.standin_http import ServerThread
-from beamflow.scicat_local.api import DEFAULT_PID_PREFIX, DEFAULT_TOKEN_TTL
+from beamflow.common.standin_http import StandInRunner
+from beamflow.scicat_local.api import API_PREFIX, DEFAULT_PID_PREFIX, DEFAULT_TOKEN_TTL
 from beamflow.scicat_local.auth import User
-from beamflow.scicat_local.server import LISTENING_MESSAGE, SciCatHTTPServer, base_url, make_server
+from beamflow.scicat_local.server import LISTENING_MESSAGE, SciCatHTTPServer, make_server
 
 log = logging.getLogger(__name__)
 
 
-class LocalSciCat:
+class LocalSciCat(StandInRunner[SciCatHTTPServer]):
     """A local SciCat serving from a background thread; a context manager that starts and stops it.
 
     ``users`` maps usernames to passwords; without it one user ``ingestor`` gets a random password. The port
     chosen at the first start (``port=0``: any free one) is kept, so a restart listens where clients expect.
     """
+
+    thread_name = "scicat-local"
 
     def __init__(
         self,
@@ -48,75 +50,26 @@ class LocalSciCat:
         pid_prefix: str = DEFAULT_PID_PREFIX,
         token_ttl: float = DEFAULT_TOKEN_TTL,
     ) -> None:
+        super().__init__(host=host, port=port)
         self.db_path = Path(db_path)
         credentials = dict(users) if users else {"ingestor": secrets.token_urlsafe(16)}
         self.users = {name: User(name, password=password) for name, password in credentials.items()}
         self.username, self.password = next(iter(credentials.items()))
-        self.host = host
-        self._port = port
         self.pid_prefix = pid_prefix
         self.token_ttl = token_ttl
-        self._server: SciCatHTTPServer | None = None
-        self._thread: ServerThread | None = None
 
-    @property
-    def running(self) -> bool:
-        return self._server is not None
+    def _bind(self, port: int) -> SciCatHTTPServer:
+        return make_server(
+            self.db_path, self.users, host=self.host, port=port, pid_prefix=self.pid_prefix, token_ttl=self.token_ttl
+        )
 
-    @property
-    def port(self) -> int:
-        """The port it listens on (or will listen on again after ``stop``)."""
-        if self._port == 0:
-            raise RuntimeError("LocalSciCat has not been started yet, so its port is not chosen")
-        return self._port
+    def _after_stop(self, server: SciCatHTTPServer) -> None:
+        server.api.store.close()
 
     @property
     def url(self) -> str:
         """The base URL pyscicat takes, ``http://host:port/api/v3``."""
-        if self._server is not None:
-            return base_url(self._server)
-        shown = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{shown}:{self.port}/api/v3"
-
-    def start(self) -> LocalSciCat:
-        """Bind the port and serve; returns self. The port is listening when this returns."""
-        if self._server is not None:
-            raise RuntimeError("LocalSciCat is already running")
-        server = make_server(
-            self.db_path,
-            self.users,
-            host=self.host,
-            port=self._port,
-            pid_prefix=self.pid_prefix,
-            token_ttl=self.token_ttl,
-        )
-        self._port = server.port
-        self._server = server
-        self._thread = ServerThread(server, f"scicat-local-{self._port}").start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving: the port refuses connections and open connections are cut. Idempotent."""
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        self._server = self._thread = None
-        if thread is not None:
-            thread.stop()
-        server.api.store.close()
-
-    def restart(self) -> None:
-        """Stop, then serve the same catalog on the same port."""
-        self.stop()
-        self.start()
-
-    def __enter__(self) -> LocalSciCat:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        return self.root_url + API_PREFIX
 
 
 @dataclass

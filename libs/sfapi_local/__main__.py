@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
 
+from beamflow.common.standin_http import wait_for_stop_signal
 from beamflow.sfapi_local.api import DEFAULT_QOS
 from beamflow.sfapi_local.auth import ClientCredentials, make_client_credentials
 from beamflow.sfapi_local.server import LISTENING_MESSAGE
@@ -64,15 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SlurmUnavailable, OSError) as exc:
         print(f"local SFAPI cannot start: {exc}", file=sys.stderr)
         return 1
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    print(f"{LISTENING_MESSAGE}{nersc.api_base_url} token {nersc.token_url}", file=sys.stderr, flush=True)
-    stop.wait()
+    wait_for_stop_signal(f"{LISTENING_MESSAGE}{nersc.api_base_url} token {nersc.token_url}")
     nersc.stop()
     return 0
 

@@ -52,8 +52,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import unquote
 
+from beamflow.common.standin_http import Request, Response
 from beamflow.sfapi_local.auth import ASSERTION_TYPE, AssertionVerifier, InvalidClient, load_public_key
 from beamflow.sfapi_local.slurm import JobRecord, LocalSlurm
 
@@ -106,29 +107,6 @@ _SQUEUE_CODES = {
     "STAGE_OUT": "SO",
     "STOPPED": "ST",
 }
-
-
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str
-    query: Mapping[str, list[str]]
-    headers: Mapping[str, str]
-    body: bytes = b""
-
-    def header(self, name: str) -> str:
-        lowered = name.lower()
-        return next((value for key, value in self.headers.items() if key.lower() == lowered), "")
-
-    def form(self) -> dict[str, list[str]]:
-        return parse_qs(self.body.decode("utf-8", "replace"), keep_blank_values=True)
-
-
-@dataclass(frozen=True)
-class Response:
-    status: int
-    body: Any
-    headers: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass

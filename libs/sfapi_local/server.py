@@ -9,10 +9,9 @@ API (``/api/v1.2/...``), which NERSC serves from two hosts. Request logs go to `
 from __future__ import annotations
 
 import logging
-from urllib.parse import parse_qs, urlsplit
 
-from beamflow.common.standin_http import StandInHandler, StandInHTTPServer
-from beamflow.sfapi_local.api import API_PREFIX, TOKEN_PATH, Request, Response, SfApi
+from beamflow.common.standin_http import Response, StandInHandler, StandInHTTPServer
+from beamflow.sfapi_local.api import API_PREFIX, TOKEN_PATH, SfApi
 
 log = logging.getLogger(__name__)
 
@@ -21,47 +20,27 @@ LISTENING_MESSAGE = "local SFAPI listening on "
 
 
 class _Handler(StandInHandler):
-    server: SfApiHTTPServer
+    max_body_bytes = MAX_BODY_BYTES
+    content_type = "application/json"
+    # The SFAPI always answers a JSON body, "null" included.
+    empty_when_none = False
+    service_name = "local SFAPI"
+    failure_log = log
 
-    def serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked" or length > MAX_BODY_BYTES:
-            self._send(Response(413, {"detail": "request body too large or chunked"}), close=True)
-            return
-        body = self.rfile.read(length) if length > 0 else b""
-        parts = urlsplit(self.path)
-        request = Request(
-            method=self.command,
-            path=parts.path,
-            query=parse_qs(parts.query, keep_blank_values=True),
-            headers=dict(self.headers.items()),
-            body=body,
-        )
-        try:
-            response = self.server.api.handle(request)
-        except Exception:
-            log.exception("local SFAPI failed on %s %s", self.command, parts.path)
-            response = Response(500, {"detail": "Internal Server Error"})
-        self._send(response)
+    def body_refusal(self, *, chunked: bool) -> Response:
+        return Response(413, {"detail": "request body too large or chunked"})
 
-    def _send(self, response: Response, *, close: bool = False) -> None:
-        # The SFAPI always answers a JSON body, "null" included.
-        self.send_json(
-            response.status,
-            response.body,
-            headers=response.headers,
-            close=close,
-            content_type="application/json",
-            empty_when_none=False,
-        )
+    def internal_error(self, path: str) -> Response:
+        return Response(500, {"detail": "Internal Server Error"})
 
 
-class SfApiHTTPServer(StandInHTTPServer):
+class SfApiHTTPServer(StandInHTTPServer[SfApi]):
     """The SFAPI stand-in's HTTP server: the stand-in server with the API it answers from."""
 
+    handler_class = _Handler
+
     def __init__(self, address: tuple[str, int], api: SfApi) -> None:
-        self.api = api
-        super().__init__(address, _Handler)
+        super().__init__(address, api)
         self.api.verifier.audiences.add(self.token_url)
 
     @property

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from beamflow.common.standin_http import ServerThread
+from beamflow.common.standin_http import StandInRunner
 from beamflow.sfapi_local.api import DEFAULT_QOS, DEFAULT_TOKEN_TTL, SfApi
 from beamflow.sfapi_local.auth import ClientCredentials, make_client_credentials
 from beamflow.sfapi_local.hpss import ROOT_ENV, USER_ENV, FakeHpss, write_tool_wrappers
@@ -26,11 +26,13 @@ from beamflow.sfapi_local.server import SfApiHTTPServer, make_server
 from beamflow.sfapi_local.slurm import LocalSlurm
 
 
-class LocalSfApi:
+class LocalSfApi(StandInRunner[SfApiHTTPServer]):
     """The SFAPI stand-in serving from a background thread over a running ``LocalSlurm``.
 
     ``api`` (the ``SfApi``) exists from construction, so clients and hooks can be set up before ``start``.
     """
+
+    thread_name = "sfapi-local"
 
     def __init__(
         self,
@@ -45,19 +47,16 @@ class LocalSfApi:
         default_qos: str = "regular",
         token_ttl: float = DEFAULT_TOKEN_TTL,
     ) -> None:
+        super().__init__(host=host, port=port)
         self.api = SfApi(
             slurm, jobs_dir, clients=clients, job_env=job_env, qos=qos, default_qos=default_qos, token_ttl=token_ttl
         )
-        self.host = host
-        self._port = port
-        self._server: SfApiHTTPServer | None = None
-        self._thread: ServerThread | None = None
 
-    @property
-    def server(self) -> SfApiHTTPServer:
-        if self._server is None:
-            raise RuntimeError("LocalSfApi is not running")
-        return self._server
+    def _bind(self, port: int) -> SfApiHTTPServer:
+        return make_server(self.api, host=self.host, port=port)
+
+    def _after_stop(self, server: SfApiHTTPServer) -> None:
+        self.api.wait_for_submissions(timeout=30)
 
     @property
     def api_base_url(self) -> str:
@@ -66,32 +65,6 @@ class LocalSfApi:
     @property
     def token_url(self) -> str:
         return self.server.token_url
-
-    def start(self) -> LocalSfApi:
-        if self._server is not None:
-            raise RuntimeError("LocalSfApi is already running")
-        server = make_server(self.api, host=self.host, port=self._port)
-        self._port = server.port
-        self._server = server
-        self._thread = ServerThread(server, f"sfapi-local-{server.port}").start()
-        return self
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        self._server = self._thread = None
-        if thread is not None:
-            thread.stop()
-        self.api.wait_for_submissions(timeout=30)
-
-    def __enter__(self) -> LocalSfApi:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 class LocalNersc:
