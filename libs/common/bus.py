@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from functools import partial
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import nats
 import nats.errors
@@ -62,10 +62,11 @@ def server_urls(url: str) -> list[str]:
     return urls
 
 
-async def connect(url: str, settings: NatsConfig, name: str) -> Client:
+async def connect(url: str, settings: NatsConfig, name: str, auth: Mapping[str, Any] | None = None) -> Client:
     """Connect, retrying on reconnect forever by default, and logging every state change.
 
-    ``url`` may name several servers, comma-joined; the client tries them in turn and fails over.
+    ``url`` may name several servers, comma-joined; the client tries them in turn and fails over. ``auth``
+    is how this process proves who it is (``beamflow.common.bus_auth.client_auth``).
     """
 
     async def on_error(exc: Exception) -> None:
@@ -87,6 +88,7 @@ async def connect(url: str, settings: NatsConfig, name: str) -> Client:
         error_cb=on_error,
         disconnected_cb=on_disconnect,
         reconnected_cb=on_reconnect,
+        **(auth or {}),
     )
 
 

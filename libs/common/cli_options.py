@@ -10,7 +10,7 @@ import contextlib
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from beamflow.common.config import BeamflowConfig, load_config
@@ -61,14 +61,24 @@ def bus_url(config: BeamflowConfig, override: str | None) -> str:
     ``beamflow up`` writes its embedded server's URL into the state folder (the port may be any free one),
     so operator commands on the same machine with the same config find it without being told.
     """
+    from beamflow.common.bus_auth import client_auth
+
     if override:
-        return override
-    if config.nats.url:
-        return config.nats.url
-    try:
-        return config.embedded_url_file.read_text().strip()
-    except OSError:
-        return f"nats://127.0.0.1:{config.nats.port or 4222}"
+        url = override
+    elif config.nats.url:
+        url = config.nats.url
+    else:
+        try:
+            url = config.embedded_url_file.read_text().strip()
+        except OSError:
+            url = f"nats://127.0.0.1:{config.nats.port or 4222}"
+    # The credentials go with the URL to operator_bus, never into it: a URL gets printed.
+    _auth_for[url] = client_auth(config, operator=True)
+    return url
+
+
+#: How an operator command authenticates to each server ``bus_url`` chose (the embedded one: its operator).
+_auth_for: dict[str, dict[str, Any]] = {}
 
 
 @contextlib.asynccontextmanager
@@ -93,6 +103,7 @@ async def operator_bus(url: str, timeout: float = 5.0) -> AsyncIterator[JetStrea
             allow_reconnect=False,
             error_cb=quiet,
             name="beamflow-cli",
+            **_auth_for.get(url, {}),
         )
     except Exception as exc:
         raise NatsUnavailable(

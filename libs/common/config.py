@@ -31,6 +31,7 @@ from beamflow.common.endpoints import (
     TarArchiveEndpoint,
 )
 from beamflow.common.errors import ConfigError
+from beamflow.common.secrets import SecretRef
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
@@ -38,10 +39,25 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class NatsTls(_Section):
+    """TLS to the NATS servers: the CA that signed them, and a client certificate where they require one."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
 class NatsConfig(_Section):
     url: str | None = Field(
         default=None, description="An existing server (several comma-joined for a cluster); unset = the embedded one."
     )
+    credentials_file: Path | None = Field(
+        default=None, description="A NATS .creds file (user JWT and nkey seed); e.g. ${BEAMFLOW_NATS_CREDS}."
+    )
+    nkey_seed: SecretRef | None = Field(default=None, description="An nkey seed: {env: NAME} or {file_env: NAME}.")
+    user: SecretRef | None = Field(default=None, description="User name for user/password auth: {env: NAME}.")
+    password: SecretRef | None = Field(default=None, description="Its password: {env: NAME} or {file_env: NAME}.")
+    tls: NatsTls | None = None
     data_dir: Path = Field(default=Path(".beamflow/nats"), description="JetStream store of the embedded server.")
     port: int = Field(default=4222, ge=0, le=65535, description="Client port of the embedded server; 0 = any free.")
     replicas: int = Field(default=1, ge=1, le=5, description="Replicas of every stream and consumer we create.")
@@ -241,7 +257,21 @@ def _rebase_paths(config: BeamflowConfig, base: Path) -> BeamflowConfig:
         update={
             "endpoints": endpoints,
             "state_dir": fix(config.state_dir),
-            "nats": config.nats.model_copy(update={"data_dir": fix(config.nats.data_dir)}),
+            "nats": config.nats.model_copy(
+                update={
+                    "data_dir": fix(config.nats.data_dir),
+                    "credentials_file": fix(config.nats.credentials_file) if config.nats.credentials_file else None,
+                    "tls": config.nats.tls.model_copy(
+                        update={
+                            name: fix(value)
+                            for name in ("ca_file", "cert_file", "key_file")
+                            if (value := getattr(config.nats.tls, name)) is not None
+                        }
+                    )
+                    if config.nats.tls
+                    else None,
+                }
+            ),
         }
     )
 

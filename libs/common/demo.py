@@ -103,7 +103,7 @@ async def run_demo(config_path: Path, scans: int, workdir: Path | None, timeout:
     try:
         await stack.wait_ready()
         console.print(f"NATS at {stack.url}; services: {', '.join(stack.processes)}")
-        collector = await EventCollector(stack.url).start()
+        collector = await EventCollector(stack.url, stack.operator_auth).start()
         simulator = DetectorSimulator(bl733, bl832, seed=7)
         written: dict[str, int] = {}
         expectations: list[Expectation] = []

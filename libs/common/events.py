@@ -79,6 +79,11 @@ class Event(_Model):
     def subject(self) -> str:
         return subjects.scan_subject(self.stage, self.beamline)
 
+    @classmethod
+    def subject_filter(cls) -> str:
+        """Every subject events of this type are published on (a service's NATS user may publish there)."""
+        return subjects.stage_filter(cls.stage)
+
     def msg_id(self) -> str:
         """Deterministic de-duplication key: a retried publish of the same outcome is dropped by the server."""
         return f"{self.scan_id}:{self.stage}"
@@ -248,6 +253,10 @@ class ArchiveRequested(Event):
     cycle: str | None = Field(default=None, description="'2026-1' or '2026-2'; unset: every cycle.")
     requested_by: str = "operator"
 
+    @classmethod
+    def subject_filter(cls) -> str:
+        return f"{subjects.ARCHIVE}.{subjects.ARCHIVE_REQUEST}.*"
+
     def subject(self) -> str:
         return subjects.archive_request_subject(self.beamline)
 
@@ -268,6 +277,10 @@ class ArchiveScheduled(Event):
     cycle: str
     due: datetime
     request: ArchiveRequested
+
+    @classmethod
+    def subject_filter(cls) -> str:
+        return f"{subjects.ARCHIVE}.{subjects.ARCHIVE_SCHEDULE}.>"
 
     def subject(self) -> str:
         return subjects.archive_schedule_subject(self.beamline, self.cycle)
@@ -295,6 +308,10 @@ class FlightRequested(Event):
     scan_id: str | None = None  # type: ignore[assignment]  # the test scan is made by the check
     requested_by: str = "schedule"
 
+    @classmethod
+    def subject_filter(cls) -> str:
+        return subjects.flight_subject("run", "*")
+
     def subject(self) -> str:
         return subjects.flight_subject("run", self.beamline)
 
@@ -312,6 +329,10 @@ class FlightScheduled(Event):
     scan_id: str | None = None  # type: ignore[assignment]
     every: timedelta
     request: FlightRequested
+
+    @classmethod
+    def subject_filter(cls) -> str:
+        return subjects.flight_subject("schedule", "*")
 
     def subject(self) -> str:
         return subjects.flight_subject("schedule", self.beamline)
@@ -341,6 +362,10 @@ class FlightChecked(Event):
     verified: list[str] = Field(description="Endpoints that held a verified copy.")
     problems: list[str] = Field(default_factory=list)
     cleaned: list[str] = Field(default_factory=list, description="Endpoints the test files were removed from.")
+
+    @classmethod
+    def subject_filter(cls) -> str:
+        return subjects.flight_subject("result", "*")
 
     def subject(self) -> str:
         return subjects.flight_subject("result", self.beamline)
@@ -375,6 +400,10 @@ class RetentionHold(Event):
         if value.microsecond:
             value = value.replace(microsecond=0) + timedelta(seconds=1)
         return value
+
+    @classmethod
+    def subject_filter(cls) -> str:
+        return subjects.hold_filter(subjects.HOLD_SET)
 
     def subject(self) -> str:
         return subjects.hold_subject(subjects.HOLD_SET, self.beamline, self.scan_id, self.endpoint)

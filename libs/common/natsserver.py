@@ -18,8 +18,9 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import nats
 from beamflow.common.errors import EmbeddedServerError
@@ -77,6 +78,8 @@ class EmbeddedNats:
         server_name: str = "beamflow",
         log_file: Path | None = None,
         extra_args: Sequence[str] = (),
+        config_file: Path | None = None,
+        probe_auth: Mapping[str, Any] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.host = host
@@ -84,6 +87,9 @@ class EmbeddedNats:
         self.server_name = server_name
         self.log_file = log_file or self.data_dir / "nats-server.log"
         self.extra_args = tuple(extra_args)
+        # A config file carries what flags cannot (the users and their permissions); flags still win.
+        self.config_file = config_file
+        self.probe_auth = dict(probe_auth or {})
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -109,6 +115,7 @@ class EmbeddedNats:
             str(self.port),
             "--server_name",
             self.server_name,
+            *(["--config", str(self.config_file)] if self.config_file is not None else []),
             *self.extra_args,
         ]
 
@@ -152,7 +159,7 @@ class EmbeddedNats:
             delay = min(delay * 2, 0.2)
         while True:
             try:
-                nc = await nats.connect(self.url, allow_reconnect=False, connect_timeout=2)
+                nc = await nats.connect(self.url, allow_reconnect=False, connect_timeout=2, **self.probe_auth)
                 try:
                     await nc.jetstream(timeout=probe_timeout).account_info()
                     return

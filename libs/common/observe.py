@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import nats
@@ -40,15 +40,18 @@ COLLECTOR_HEARTBEAT_S = 1.0
 class EventCollector:
     """Every event stored on SCANS and DEADLETTERS, and every flight check result, parsed, in arrival order."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, auth: Mapping[str, Any] | None = None) -> None:
         self.url = url
+        self.auth = dict(auth or {})
         self.events: list[Event] = []
         self.received_at: list[float] = []  # time.time() when each entry of ``events`` arrived here
         self._changed = asyncio.Condition()
         self._nc: Client | None = None
 
     async def start(self, stream_timeout: float = 10.0) -> EventCollector:
-        self._nc = await nats.connect(server_urls(self.url), max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+        self._nc = await nats.connect(
+            server_urls(self.url), max_reconnect_attempts=-1, reconnect_time_wait=0.2, **self.auth
+        )
         js = self._nc.jetstream()
         for stream in (subjects.SCANS_STREAM, subjects.DEAD_LETTER_STREAM, subjects.FLIGHT_STREAM):
             await self._wait_for_stream(stream, stream_timeout)
@@ -129,8 +132,8 @@ class EventCollector:
 
 
 @contextlib.asynccontextmanager
-async def collecting(url: str) -> AsyncIterator[EventCollector]:
-    collector = await EventCollector(url).start()
+async def collecting(url: str, auth: Mapping[str, Any] | None = None) -> AsyncIterator[EventCollector]:
+    collector = await EventCollector(url, auth).start()
     try:
         yield collector
     finally:

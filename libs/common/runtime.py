@@ -32,6 +32,7 @@ import nats.errors
 import nats.js.errors
 from beamflow.common import metrics, subjects
 from beamflow.common.bus import connect, ensure_consumer, ensure_streams, publish_event
+from beamflow.common.bus_auth import client_auth
 from beamflow.common.config import BeamflowConfig
 from beamflow.common.errors import NatsUnavailable, PermanentError
 from beamflow.common.events import Event, OriginalMessage, ScanFailed, parse_event
@@ -132,7 +133,8 @@ class Runtime:
         )
 
     async def _connect(self) -> None:
-        self._nc = await connect(self.nats_url, self.config.nats, name=f"beamflow-{self.service.name}")
+        auth = client_auth(self.config)
+        self._nc = await connect(self.nats_url, self.config.nats, name=f"beamflow-{self.service.name}", auth=auth)
         self._js = self._nc.jetstream()
 
     async def _connect_when_possible(self) -> None:

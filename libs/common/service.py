@@ -75,6 +75,11 @@ class Service:
     """Long-running producers (the watcher's observer); cancelled on shutdown."""
     needs_bus_at_start: bool = True
     """False for producers that must work while NATS is down (the watcher spools until it returns)."""
+    emits: tuple[type[Event], ...] = ()
+    """Events published outside any handler (a producer's: the watcher's ``scan.new``); with the handlers'
+    ``publishes`` they are all this service's NATS user may publish."""
+    kv_writes: tuple[str, ...] = ()
+    """KV buckets this service writes (the ledger's LEDGER); others only read."""
     accounts: Callable[[BeamflowConfig], set[str]] | None = None
     """The endpoints, compute sites or ``catalog`` whose remote accounts this service logs in to: checked at
     start (``beamflow.common.credentials``), and the service refuses to start when one is rejected."""

@@ -18,10 +18,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from beamflow.common.bus_auth import EmbeddedUsers
 from beamflow.common.config import BeamflowConfig
 from beamflow.common.local_catalog import local_catalog
 from beamflow.common.natsserver import EmbeddedNats, free_port
+from beamflow.common.service import discover
 
 #: The local SciCat's name among the stack's processes (and its log file's).
 LOCAL_CATALOG = "scicat"
@@ -63,6 +66,8 @@ class Stack:
         self._supervisors: list[asyncio.Task[None]] = []
         self._stopping = False
         self.log_dir = Path(config.state_dir) / "logs"
+        #: The embedded server's users (one per service, and the operator), made at start.
+        self.users: EmbeddedUsers | None = None
 
     @property
     def url(self) -> str:
@@ -74,7 +79,20 @@ class Stack:
     async def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if not self.external_url:
-            self.server = EmbeddedNats(Path(self.config.nats.data_dir), port=self.config.nats.port)
+            factories = discover()
+            built = {name: factories[name](self.config) for name in self.services if name in factories}
+            self.users = EmbeddedUsers(self.config, built)
+            conf = Path(self.config.nats.data_dir) / "auth.conf"
+            conf.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(self.users.server_config())
+            self.server = EmbeddedNats(
+                Path(self.config.nats.data_dir),
+                port=self.config.nats.port,
+                config_file=conf,
+                probe_auth=self.users.operator(),
+            )
             await self.server.start()
             self.config.embedded_url_file.write_text(self.server.url)
         if "ingestor" in self.services and not self.config.catalog.url:
@@ -134,10 +152,22 @@ class Stack:
                 stdout=out,
                 stderr=out,
                 stdin=asyncio.subprocess.DEVNULL,
-                env=os.environ.copy(),
+                env=self._env_for(proc.name),
                 start_new_session=True,
             )
         proc.started_at = time.monotonic()
+
+    def _env_for(self, name: str) -> dict[str, str]:
+        """The process's environment: each service connects to the embedded server as its own user."""
+        env = os.environ.copy()
+        if self.users is not None and name in self.users.services:
+            env.update(self.users.env_for(name))
+        return env
+
+    @property
+    def operator_auth(self) -> dict[str, Any]:
+        """How this process (``beamflow demo``'s progress view) connects to the embedded server."""
+        return self.users.operator() if self.users is not None else {}
 
     async def _supervise(self, proc: ServiceProcess) -> None:
         delay = 0.5

@@ -13,6 +13,7 @@ def build(config: BeamflowConfig) -> Service:
     analyzer = Analyzer(config)
     return Service(
         name="analyzer",
+        kv_writes=(subjects.JOBS_BUCKET,),
         accounts=_accounts,
         handlers=[
             Handler(

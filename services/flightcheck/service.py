@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from beamflow.common import subjects
 from beamflow.common.config import BeamflowConfig
-from beamflow.common.events import FlightChecked, FlightRequested
+from beamflow.common.events import FlightChecked, FlightRequested, FlightScheduled
 from beamflow.common.service import Handler, Service
 from beamflow.flightcheck.handler import FlightChecker
 
@@ -23,4 +23,5 @@ def build(config: BeamflowConfig) -> Service:
             ),
         ],
         background=[checker.place_schedules],
+        emits=(FlightScheduled,),
     )

@@ -52,4 +52,4 @@ def build(config: BeamflowConfig) -> Service:
     handlers: list[Handler[Any]] = [
         Handler(name=name, subject=subject, event=model, handle=writer.record) for name, model, subject in stages
     ]
-    return Service(name="ledger", handlers=handlers)
+    return Service(name="ledger", handlers=handlers, kv_writes=(subjects.LEDGER_BUCKET,))

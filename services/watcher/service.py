@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from beamflow.common.config import BeamflowConfig
+from beamflow.common.events import ScanNew
 from beamflow.common.runtime import Runtime
 from beamflow.common.service import Service
 from beamflow.watcher.watcher import BeamlineWatcher, spool_for
@@ -22,4 +23,4 @@ def build(config: BeamflowConfig, beamlines: list[str] | None = None) -> Service
             for spool in spools:
                 spool.close()
 
-    return Service(name="watcher", background=[watch_all], needs_bus_at_start=False)
+    return Service(name="watcher", background=[watch_all], needs_bus_at_start=False, emits=(ScanNew,))

@@ -158,6 +158,11 @@ def test_up_runs_until_interrupted_and_moves_a_scan(tmp_path: Path) -> None:
         while not final.exists() and time.monotonic() < deadline:
             time.sleep(0.05)  # waiting on another process's outcome on disk
         assert final.read_bytes() == scan.read_bytes()
+        # An operator command on this machine finds the embedded server and logs in as its operator user.
+        status = subprocess.run(
+            [*BEAMFLOW, "status"], cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert status.returncode == 0 and "tomo_0001" in status.stdout, status.stdout + status.stderr
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 0
         assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
