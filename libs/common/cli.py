@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -195,6 +196,8 @@ def _add_installed_commands() -> None:
 
 def main() -> None:
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    # sfapi-client's authlib warns about its own httpx integration on import: noise for an operator.
+    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
     _add_installed_commands()
     app()
 
