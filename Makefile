@@ -34,10 +34,11 @@ lint: $(STAMP)
 	  && ln -sfn ../../../services/archiver .beamflow/typecheck/beamflow/archiver \
 	  && ln -sfn ../../../services/analyzer .beamflow/typecheck/beamflow/analyzer \
 	  && ln -sfn ../../../libs/globus_local .beamflow/typecheck/beamflow/globus_local \
-	  && ln -sfn ../../../services/flightcheck .beamflow/typecheck/beamflow/flightcheck
+	  && ln -sfn ../../../services/flightcheck .beamflow/typecheck/beamflow/flightcheck \
+	  && ln -sfn ../../../services/statuspage .beamflow/typecheck/beamflow/statuspage
 	MYPYPATH=.beamflow/typecheck $(BIN)/mypy -p beamflow.common -p beamflow.scicat_local -p beamflow.ingestor \
 	  -p beamflow.sfapi_local -p beamflow.archiver -p beamflow.analyzer -p beamflow.globus_local \
-	  -p beamflow.flightcheck
+	  -p beamflow.flightcheck -p beamflow.statuspage
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -p no:cacheprovider

@@ -124,10 +124,10 @@ def up(
     nats_url: NatsOption = None,
     services: Annotated[str | None, typer.Option(help="Comma-separated services to start (default: all).")] = None,
 ) -> None:
-    """Start the embedded NATS server (unless --nats) and every installed service, until Ctrl-C."""
+    """Start the embedded NATS server (unless --nats), every installed service and the status page, until Ctrl-C."""
     from beamflow.common.local_catalog import local_catalog
     from beamflow.common.service import discover
-    from beamflow.common.stack import LOCAL_CATALOG, Stack
+    from beamflow.common.stack import LOCAL_CATALOG, STATUS_PAGE, Stack
 
     loaded = load_or_exit(config)
     names = services.split(",") if services else list(discover())
@@ -147,6 +147,8 @@ def up(
                 )
             if LOCAL_CATALOG in stack.processes:
                 console.print(f"local SciCat at {local_catalog(loaded).url()} (catalog.url unset)")
+            if STATUS_PAGE in stack.processes:
+                console.print(f"status page at http://127.0.0.1:{stack.processes[STATUS_PAGE].health_port}/")
             console.print("Ctrl-C stops every service (in-flight work finishes first).")
             await stop.wait()
         finally:

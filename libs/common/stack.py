@@ -28,6 +28,8 @@ from beamflow.common.service import discover
 
 #: The local SciCat's name among the stack's processes (and its log file's).
 LOCAL_CATALOG = "scicat"
+#: The status page's name among the stack's processes: ``beamflow status-page``, a command, not a service.
+STATUS_PAGE = "status-page"
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,7 @@ class Stack:
             await self._start(self._local_catalog_process())
         for name in self.services:
             await self._start(ServiceProcess(name, free_port(), self.log_dir / f"{name}.log"))
+        await self._start(self._status_page_process())
 
     async def _start(self, proc: ServiceProcess) -> None:
         self.processes[proc.name] = proc
@@ -130,6 +133,15 @@ class Stack:
         ]
         return ServiceProcess(
             LOCAL_CATALOG, port, self.log_dir / f"{LOCAL_CATALOG}.log", command=command, ready_path="/api/v3/health"
+        )
+
+    def _status_page_process(self) -> ServiceProcess:
+        """The status page on a free port; its HTTP port is also its health port."""
+        port = free_port()
+        command = [sys.executable, "-m", "beamflow.common.cli", "status-page", "--config", str(self.config_path)]
+        command += ["--nats", self.url, "--host", "127.0.0.1", "--port", str(port)]
+        return ServiceProcess(
+            STATUS_PAGE, port, self.log_dir / f"{STATUS_PAGE}.log", command=command, ready_path="/healthz"
         )
 
     async def _spawn(self, proc: ServiceProcess) -> None:
