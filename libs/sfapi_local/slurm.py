@@ -49,6 +49,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
+from beamflow.common.system_packages import PackageUnavailable, ensure_programs
+
 SLURM_PACKAGES = ("slurm-wlm", "munge")
 SYSTEM_PATHS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 # Job states after which a job never runs again (as sfapi-client's TERMINAL_STATES, plus Slurm's other ends).
@@ -79,29 +81,10 @@ def ensure_slurm_installed(*, timeout: float = 1200.0) -> float:
     Only root can install: otherwise ``SlurmUnavailable`` names the command to run.
     """
     needed = ("slurmctld", "slurmd", "munged", "sbatch", "squeue", "sinfo", "scancel")
-    if all(find_binary(name) for name in needed):
-        return 0.0
-    command = "apt-get install -y --no-install-recommends " + " ".join(SLURM_PACKAGES)
-    if os.geteuid() != 0:
-        raise SlurmUnavailable(f"Slurm is not installed and only root can install it; run as root: {command}")
-    if shutil.which("apt-get") is None:
-        raise SlurmUnavailable(f"Slurm is not installed and apt-get is missing; install {SLURM_PACKAGES} by hand")
-    started = time.monotonic()
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    install = ["apt-get", "install", "-y", "-q", *SLURM_PACKAGES]
-    result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-    if result.returncode != 0:  # a fresh container has no package lists yet
-        update = subprocess.run(
-            ["apt-get", "update", "-q"], env=env, capture_output=True, text=True, timeout=timeout, check=False
-        )
-        result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-        if result.returncode != 0:
-            tail = "\n".join((update.stderr + result.stdout + result.stderr).splitlines()[-20:])
-            raise SlurmUnavailable(f"'{command}' failed (exit {result.returncode}):\n{tail}")
-    missing = [name for name in needed if not find_binary(name)]
-    if missing:
-        raise SlurmUnavailable(f"installed {SLURM_PACKAGES} but {missing} are still missing")
-    return time.monotonic() - started
+    try:
+        return ensure_programs(needed, SLURM_PACKAGES, find=find_binary, timeout=timeout)
+    except PackageUnavailable as exc:
+        raise SlurmUnavailable(str(exc)) from None
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:

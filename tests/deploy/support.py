@@ -10,13 +10,11 @@ deployments follow.
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import shutil
 import subprocess
 import sys
 import textwrap
-import time
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -27,6 +25,7 @@ import yaml
 from beamflow.common.config import BeamflowConfig, load_config
 from beamflow.common.secrets import SecretRef
 from beamflow.common.service import Service, discover
+from beamflow.common.system_packages import PackageUnavailable, ensure_programs
 from pydantic import BaseModel
 
 REPO = Path(__file__).resolve().parents[2]
@@ -188,37 +187,17 @@ def read_yaml_documents(path: Path) -> list[dict[str, Any]]:
 KUBECTL_PACKAGE = "kubernetes-client"
 
 
-def ensure_kubectl(timeout: float = 900.0) -> str:
-    """kubectl on PATH, installed with apt-get from Debian's kubernetes-client package when missing.
-
-    As ``beamflow.sfapi_local.slurm.ensure_slurm_installed``: only root can install; a fresh machine has no
-    package lists yet, so an install that fails is retried once after ``apt-get update``. When it cannot be
-    had, the test fails (never skips) and says why and what to run.
-    """
+def ensure_kubectl() -> str:
+    """kubectl on PATH, installed with apt-get from Debian's kubernetes-client package when missing; when it
+    cannot be had the test fails (never skips) and says why and what to run."""
+    try:
+        seconds = ensure_programs(["kubectl"], [KUBECTL_PACKAGE])
+    except (PackageUnavailable, subprocess.TimeoutExpired) as exc:
+        pytest.fail(f"kubectl is not available: {exc}", pytrace=False)
+    if seconds:
+        print(f"installed {KUBECTL_PACKAGE} in {seconds:.0f} s")
     found = shutil.which("kubectl")
-    if found:
-        return found
-    command = f"apt-get install -y {KUBECTL_PACKAGE}"
-    if os.geteuid() != 0:
-        pytest.fail(f"kubectl is not installed and only root can install it; run as root: {command}")
-    if shutil.which("apt-get") is None:
-        pytest.fail(f"kubectl is not installed and apt-get is missing; install kubectl ({KUBECTL_PACKAGE}) by hand")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    install = ["apt-get", "install", "-y", "-q", KUBECTL_PACKAGE]
-    started = time.monotonic()
-    result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-    if result.returncode != 0:
-        update = subprocess.run(
-            ["apt-get", "update", "-q"], env=env, capture_output=True, text=True, timeout=timeout, check=False
-        )
-        result = subprocess.run(install, env=env, capture_output=True, text=True, timeout=timeout, check=False)
-        if result.returncode != 0:
-            tail = "\n".join((update.stderr + result.stdout + result.stderr).splitlines()[-20:])
-            pytest.fail(f"'{command}' failed (exit {result.returncode}):\n{tail}")
-    found = shutil.which("kubectl")
-    if not found:
-        pytest.fail(f"installed {KUBECTL_PACKAGE} but kubectl is still not on PATH")
-    print(f"installed {KUBECTL_PACKAGE} in {time.monotonic() - started:.0f} s")
+    assert found is not None
     return found
 
 
