@@ -21,17 +21,15 @@ Run: ``.venv/bin/python bench/analysis.py [--site slurm|local]``; figures to std
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import time
 from datetime import timedelta
 from pathlib import Path
 
 from beamflow.analyzer.service import build as build_analyzer
-from beamflow.common.checksums import file_checksum
 from beamflow.common.compute_config import AnalysisPolicy, ComputeSiteConfig, LocalCompute, SlurmCompute
 from beamflow.common.endpoints import FilesystemEndpoint
-from beamflow.common.events import FileCopy, ScanAnalyzed, ScanMoved
+from beamflow.common.events import ScanAnalyzed
 from beamflow.common.natsserver import EmbeddedNats
 from beamflow.common.testing import harness as service_harness
 from beamflow.common.testing import test_config
@@ -83,22 +81,7 @@ async def run(base: Path, site_kind: str, scans: int, poll: float) -> dict[str, 
         async with service_harness(config, server.url, build_analyzer(config)) as (bus, events):
             for i in range(scans):
                 rel = f"P-1/scan_{i:03d}.h5"
-                path = base / "data" / rel
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(os.urandom(64 * 1024))
-                digest, size = file_checksum(path)
-                moved = ScanMoved(
-                    scan_id=f"bl832-bench-{i:03d}",
-                    beamline="bl832",
-                    source_endpoint="source",
-                    destination_endpoint="data",
-                    step=1,
-                    files=[FileCopy(path=rel, size=size, checksum=digest, algorithm="xxh3-128")],
-                    bytes=size,
-                    seconds=0.0,
-                    copied=True,
-                    scan_path=rel[:-3],
-                )
+                moved = harness.verified_copy(base / "data", rel, 64 * 1024, i)
                 started = time.monotonic()
                 await bus.publish(moved)
                 await events.wait_for(lambda c, n=i + 1: len(c.of(ScanAnalyzed)) + len(c.failed) >= n, timeout=300)

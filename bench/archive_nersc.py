@@ -29,9 +29,8 @@ from pathlib import Path
 
 from beamflow.archiver.service import build as build_archiver
 from beamflow.common.archive_config import ArchivePolicy
-from beamflow.common.checksums import file_checksum
 from beamflow.common.endpoints import HpssEndpoint
-from beamflow.common.events import FileCopy, ScanArchived, ScanMoved
+from beamflow.common.events import ScanArchived
 from beamflow.common.natsserver import EmbeddedNats
 from beamflow.common.secrets import SecretRef
 from beamflow.common.testing import harness as service_harness
@@ -74,23 +73,8 @@ async def run(base: Path, scans: int, poll: float) -> dict[str, object]:
         async with service_harness(config, server.url, *services) as (bus, events):
             for i in range(scans):
                 rel = f"ALS-11123/2026/scan_{i:03d}.h5"
-                path = base / "data" / rel
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(os.urandom(1024 * 1024))
-                digest, size = file_checksum(path)
+                moved = harness.verified_copy(base / "data", rel, 1024 * 1024, i)
                 jobs_before = set(nersc.slurm.jobs())
-                moved = ScanMoved(
-                    scan_id=f"bl832-bench-{i:03d}",
-                    beamline="bl832",
-                    source_endpoint="source",
-                    destination_endpoint="data",
-                    step=1,
-                    files=[FileCopy(path=rel, size=size, checksum=digest, algorithm="xxh3-128")],
-                    bytes=size,
-                    seconds=0.0,
-                    copied=True,
-                    scan_path=rel[:-3],
-                )
                 started = time.monotonic()
                 await bus.publish(moved)
                 await events.wait_for(lambda c, n=i + 1: len(c.of(ScanArchived)) + len(c.failed) >= n, timeout=300)

@@ -1,4 +1,5 @@
-"""What every benchmark here shares: its command line, a scratch folder, and where the figures go.
+"""What every benchmark here shares: its command line, a scratch folder, where the figures go, and a small
+verified copy to start a downstream service's work from.
 
 Benchmarks run as ``python bench/<name>.py`` (this folder is then on ``sys.path``), print a short report
 whose last lines are the figures, and write the same figures as JSON to ``bench/results/<name>.json``.
@@ -61,3 +62,29 @@ def save(results: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"results written to {path}")
+
+
+def verified_copy(root: Path, rel: str, size: int, number: int) -> Any:
+    """Write ``size`` random bytes at ``root/rel`` (the ``data`` endpoint) and return the ``scan.moved`` that a
+    verified copy there announces, as the mover would publish it."""
+    import os
+
+    from beamflow.common.checksums import file_checksum
+    from beamflow.common.events import FileCopy, ScanMoved
+
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(os.urandom(size))
+    digest, size = file_checksum(path)
+    return ScanMoved(
+        scan_id=f"bl832-bench-{number:03d}",
+        beamline="bl832",
+        source_endpoint="source",
+        destination_endpoint="data",
+        step=1,
+        files=[FileCopy(path=rel, size=size, checksum=digest, algorithm="xxh3-128")],
+        bytes=size,
+        seconds=0.0,
+        copied=True,
+        scan_path=rel.rsplit(".", 1)[0],
+    )
