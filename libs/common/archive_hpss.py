@@ -49,8 +49,10 @@ HTAR_SKIPPED: Final = 70
 # The htar listing line: "HTAR: -rw-r--r--  user/group       1234 2024-05-01 12:00  name" -> "1234 name";
 # htar's own consistency file (``<tmpdir>/HTAR_CF_CHK_<pid>_<time>``) is listed too and is left out.
 _CONSISTENCY_FILE: Final = r"[ /]HTAR_CF_CHK_[0-9]+_[0-9]+$"
-_LISTING_TO_SIZE_NAME: Final = r"s/^HTAR: -[-rwxsStT]{9}  [^ ]+\/[^ ]+ +([0-9]+) [0-9-]{10} [0-9:]{5}  (.*)$/\1 \2/p"
-_HTAR_MEMBER: Final = re.compile(r"^HTAR: -[-rwxsStT]{9}  [^ ]+/[^ ]+ +([0-9]+) [0-9-]{10} [0-9:]{5}  (.*)$")
+_HTAR_LINE: Final = r"^HTAR: -[-rwxsStT]{9}  [^ ]+/[^ ]+ +([0-9]+) [0-9-]{10} [0-9:]{5}  (.*)$"
+# The same line read in the job's shell (sed -E) and here; '|' delimits sed's s command: no '/' to escape.
+_LISTING_TO_SIZE_NAME: Final = f"s|{_HTAR_LINE}|\\1 \\2|p"
+_HTAR_MEMBER: Final = re.compile(_HTAR_LINE)
 # hsi's long listing: "-rw-r--r--    1 alsdev    als        1234 May 01 12:00 /home/.../name".
 _HSI_LONG: Final = re.compile(r"^-[-rwxsStT]{9} +[0-9]+ +[^ ]+ +[^ ]+ +([0-9]+) +\w{3} +[0-9]+ +[0-9:]+ (.*)$")
 LISTING_PREFIX: Final = "beamflow-listing-"

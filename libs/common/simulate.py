@@ -117,6 +117,14 @@ def _write_once(path: Path, data: bytes, atomic: bool) -> None:
         target.rename(path)
 
 
+def write_scan_file(root: Path, scan_path: str, suffix: str, data: bytes) -> Path:
+    """One file of a scan, written as a detector that renames does (a hidden temporary, then the final name),
+    so a watcher sees it whole; ``scan_path`` must stay under ``root``. The flight check writes with it."""
+    final = _final_path(root, scan_path, suffix)
+    _write_once(final, data, atomic=True)
+    return final
+
+
 def _scan_start(rng: np.random.Generator) -> datetime:
     return datetime.fromtimestamp(_EPOCH_2026 + int(rng.integers(0, _NINETY_DAYS)), tz=UTC)
 

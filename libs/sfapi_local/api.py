@@ -40,9 +40,7 @@ from __future__ import annotations
 import base64
 import collections
 import datetime
-import grp
 import json
-import pwd
 import secrets
 import shlex
 import stat
@@ -56,6 +54,7 @@ from urllib.parse import unquote
 
 from beamflow.common.standin_http import Request, Response
 from beamflow.sfapi_local.auth import ASSERTION_TYPE, AssertionVerifier, InvalidClient, load_public_key
+from beamflow.sfapi_local.owners import group_name, user_name
 from beamflow.sfapi_local.slurm import JobRecord, LocalSlurm
 
 API_PREFIX = "/api/v1.2"
@@ -709,11 +708,7 @@ class SfApi:
 
 def _ls_entry(path: Path, name: str) -> dict[str, Any]:
     info = path.lstat()
-    try:
-        user = pwd.getpwuid(info.st_uid).pw_name
-        group = grp.getgrgid(info.st_gid).gr_name
-    except KeyError:
-        user, group = str(info.st_uid), str(info.st_gid)
+    user, group = user_name(info.st_uid), group_name(info.st_gid)
     return {
         "perms": stat.filemode(info.st_mode),
         "hardlinks": info.st_nlink,

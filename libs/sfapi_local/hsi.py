@@ -42,6 +42,7 @@ from beamflow.sfapi_local.hpss import (
     FakeHpss,
     HpssUnavailable,
 )
+from beamflow.sfapi_local.owners import group_name, user_name
 
 _OPTIONS_WITH_VALUE = {"-a", "-A", "-c", "-d", "-l", "-o", "-O", "-p", "-s", "-k", "-h"}
 _OPTIONS = {"-q", "-P", "-e", "-v"}
@@ -298,14 +299,7 @@ def _copy(source: Path, target: Path, *, keep_mtime: bool) -> int:
 
 def _ls_line(path: Path, shown: str) -> str:
     info = path.lstat()
-    try:
-        import grp
-        import pwd
-
-        owner = pwd.getpwuid(info.st_uid).pw_name
-        group = grp.getgrgid(info.st_gid).gr_name
-    except (KeyError, ImportError):
-        owner, group = str(info.st_uid), str(info.st_gid)
+    owner, group = user_name(info.st_uid), group_name(info.st_gid)
     stamp = time.strftime("%b %d %H:%M", time.localtime(info.st_mtime))
     return f"{stat.filemode(info.st_mode)} {info.st_nlink:>4} {owner:<9} {group:<9} {info.st_size:>12} {stamp} {shown}"
 

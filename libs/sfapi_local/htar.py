@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from beamflow.sfapi_local.hpss import EX_USAGE, FakeHpss, HpssUnavailable
+from beamflow.sfapi_local.owners import group_name, user_name
 
 MAX_NAME_BYTES = 99
 MAX_PREFIX_BYTES = 154
@@ -383,7 +384,7 @@ def _tarinfo(item: _Planned) -> tarfile.TarInfo:
     info.mode = stat.S_IMODE(st.st_mode)
     info.mtime = int(st.st_mtime)
     info.uid, info.gid = st.st_uid, st.st_gid
-    info.uname, info.gname = _user_name(st.st_uid), _group_name(st.st_gid)
+    info.uname, info.gname = user_name(st.st_uid), group_name(st.st_gid)
     if stat.S_ISDIR(st.st_mode):
         info.type = tarfile.DIRTYPE
     elif stat.S_ISLNK(st.st_mode):
@@ -393,24 +394,6 @@ def _tarinfo(item: _Planned) -> tarfile.TarInfo:
         info.type = tarfile.REGTYPE
         info.size = st.st_size
     return info
-
-
-def _user_name(uid: int) -> str:
-    try:
-        import pwd
-
-        return pwd.getpwuid(uid).pw_name
-    except (KeyError, ImportError):
-        return str(uid)
-
-
-def _group_name(gid: int) -> str:
-    try:
-        import grp
-
-        return grp.getgrgid(gid).gr_name
-    except (KeyError, ImportError):
-        return str(gid)
 
 
 def _key(name: str) -> str:
@@ -460,7 +443,7 @@ def _consistency_info(members: int, total: int) -> tuple[tarfile.TarInfo, bytes]
     info.mode = 0o600
     info.mtime = now
     info.uid, info.gid = os.getuid(), os.getgid()
-    info.uname, info.gname = _user_name(info.uid), _group_name(info.gid)
+    info.uname, info.gname = user_name(info.uid), group_name(info.gid)
     return info, body
 
 

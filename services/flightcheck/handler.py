@@ -29,6 +29,7 @@ from beamflow.common.ledger import Ledger, ScanRecord
 from beamflow.common.prune import prune_controller_for
 from beamflow.common.runtime import Runtime
 from beamflow.common.service import Context
+from beamflow.common.simulate import write_scan_file
 from opentelemetry import metrics
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,7 @@ class FlightCheckFailed(PermanentError):
 
 def _write_files(root: Path, scan_path: str, suffixes: list[str], size: int) -> None:
     for suffix in suffixes:
-        final = root / f"{scan_path}{suffix}"
-        final.parent.mkdir(parents=True, exist_ok=True)
-        temp = final.with_name(f".{final.name}.part")
-        temp.write_bytes(os.urandom(size))
-        os.replace(temp, final)  # the watcher sees a whole file appear, as from a detector that renames
+        write_scan_file(root, scan_path, suffix, os.urandom(size))
 
 
 class FlightChecker:
