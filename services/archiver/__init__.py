@@ -1,4 +1,5 @@
-"""beamflow.archiver: bundles moved scans into tape archives and publishes ``scan.archived``.
+"""beamflow.archiver: bundles verified copies into tape archives and publishes ``scan.archived``.
 
-Not built yet: this package holds no service and registers no entry point, so nothing can start it.
+The handler plans bundles (``planning``), writes them through an archive backend (local tar or NERSC HPSS), and
+places the retention holds the archive now makes possible.
 """

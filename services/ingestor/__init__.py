@@ -1,4 +1,5 @@
 """beamflow.ingestor: registers scans in the SciCat catalog and publishes ``scan.ingested``.
 
-Not built yet: this package holds no service and registers no entry point, so nothing can start it.
+``extractors`` read each beamline's files into metadata and a thumbnail; ``datasets`` builds the SciCat
+dataset, datablock and attachment from them; ``catalog`` talks to SciCat; ``handler`` is the step.
 """

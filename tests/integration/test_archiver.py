@@ -55,7 +55,8 @@ async def test_per_scan_policy_archives_each_verified_copy_and_holds_the_copy_it
         scan = announce(tmp_path / "source", "bl832", [f"{PROPOSAL}/2026/tomo_1.h5"])
         await bus.publish(scan)
         await events.wait_for(lambda c: len(c.of(ScanArchived)) == 1, timeout=30)
-        record = await wait_for_record(bus.js, scan.scan_id, lambda r: "tape" in r.copies)
+        # The hold is a separate event published after scan.archived: wait for the ledger to have folded both.
+        record = await wait_for_record(bus.js, scan.scan_id, lambda r: "tape" in r.copies and "data" in r.holds)
         [archived] = events.of(ScanArchived)
         pending = await holds.pending(bus.js, holds.latest_hold(record, "data")[1])
     assert not events.failed, events.failed[0].reason
