@@ -6,7 +6,8 @@ One scan, one job, in this order (each step verified before the next):
 1. stage the scan's input files into the compute site's ``scratch`` endpoint (a transfer controller, so a
    Globus scratch at NERSC is staged as any copy is);
 2. run the job script (``script.render``) with a job controller, recording its id in the job registry so
-   ``beamflow job cancel`` reaches it; the runtime's heartbeat keeps the message while it runs;
+   ``beamflow job cancel`` reaches it; the runtime's heartbeat keeps the message while it runs; a redelivered
+   message follows the job an earlier delivery submitted instead of submitting a second one;
 3. a non-zero exit, a walltime passed, an operator's cancel or a missing result line fail the step (a
    dead letter naming the job's log); a lost job is retried;
 4. bring the outputs the job names back to ``output_endpoint`` (verified copies), publish ``scan.analyzed``,
@@ -22,7 +23,7 @@ import fnmatch
 from pathlib import PurePosixPath
 
 from beamflow.analyzer.jobs import controller_for as job_controller_for
-from beamflow.analyzer.jobs.model import JobFailed, JobOutcome
+from beamflow.analyzer.jobs.model import JobController, JobFailed, JobLost, JobOutcome, JobSpec
 from beamflow.analyzer.registry import JobEntry, JobRegistry
 from beamflow.analyzer.script import parse_summary, render
 from beamflow.common import holds
@@ -87,8 +88,12 @@ class Analyzer:
         scan_key = event.scan_path or event.scan_id
         prefix = f"{OUTPUTS_FOLDER}/{policy.name}/{scan_key}"
         registry = await JobRegistry.open(ctx.js)
-        entry = JobEntry(scan_id=event.scan_id, beamline=event.beamline, analysis=policy.name, site=policy.site)
-        await registry.put(entry)
+        earlier = await registry.get(event.scan_id, policy.name)
+        if earlier is not None and earlier.state != "ended" and earlier.site == policy.site:
+            entry = earlier  # a redelivery: keep the job an earlier delivery submitted, and any cancel asked since
+        else:
+            entry = JobEntry(scan_id=event.scan_id, beamline=event.beamline, analysis=policy.name, site=policy.site)
+            await registry.put(entry)
         watch = _Watch(registry, entry)
         staged = await self._stage(policy, site.scratch, [f.path for f in inputs])
         try:
@@ -101,11 +106,14 @@ class Analyzer:
                 inputs=[f"{root}/{f.path}" for f in inputs],
             )
             ctx.log.info("analysis job starting", extra={"analysis": policy.name, "site": policy.site})
-            outcome = await job_controller_for(site).run(spec, watch)
+            outcome = await _run_or_follow(job_controller_for(site), spec, watch, ctx)
             await registry.put(watch.entry.model_copy(update={"state": "ended", "end": outcome.end}))
             _check(outcome, policy, spec.workdir)
             summary = parse_summary(outcome.summary, outcome.job_id)
             outputs = await self._bring_back(policy, site.scratch, [f"{prefix}/{o}" for o in summary.outputs])
+        except asyncio.CancelledError:
+            staged = []  # the analyzer is stopping and the job may still run at the site: its inputs stay
+            raise
         finally:
             if staged:
                 await self._unstage(site.scratch, staged, ctx)
@@ -166,6 +174,24 @@ class Analyzer:
             ctx.log.warning("staged inputs left in scratch: " + "; ".join(problems), extra={"endpoint": scratch})
             return
         await asyncio.to_thread(controller.delete, scratch, endpoint, staged)
+
+
+async def _run_or_follow(controller: JobController, spec: JobSpec, watch: _Watch, ctx: Context) -> JobOutcome:
+    """Follow the job an earlier delivery of this message submitted, if there is one; else submit ``spec``.
+
+    An analyzer that stopped while its job ran leaves the job's id in the registry; the site keeps running it,
+    and submitting again would spend the allocation twice and race two jobs for one output folder.
+    """
+    earlier = watch.entry.job_id if watch.entry.state == "running" else None
+    if earlier is not None:
+        try:
+            outcome = await controller.follow(spec, earlier, watch)
+        except JobLost as exc:
+            ctx.log.warning(f"{exc}; submitting the job again", extra={"job_id": earlier})
+        else:
+            ctx.log.info("followed the job an earlier delivery submitted", extra={"job_id": earlier})
+            return outcome
+    return await controller.run(spec, watch)
 
 
 def _is_input(path: str, policy: AnalysisPolicy) -> bool:

@@ -7,12 +7,16 @@ a job ends is seen: done, a non-zero exit, past its walltime, cancelled by an op
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from beamflow.analyzer.jobs.local import LocalJobs
+from beamflow.analyzer.jobs.model import JobLost, JobSpec
 from beamflow.analyzer.registry import JobRegistry
 from beamflow.analyzer.service import build as build_analyzer
 from beamflow.common.compute_config import AnalysisPolicy, ComputeSiteConfig, LocalCompute
@@ -20,9 +24,10 @@ from beamflow.common.config import BeamflowConfig
 from beamflow.common.endpoints import FilesystemEndpoint, RetentionRule
 from beamflow.common.events import ScanAnalyzed
 from beamflow.common.natsserver import EmbeddedNats
-from beamflow.common.testing import harness, test_config, wait_for_record
+from beamflow.common.testing import harness, running, test_config, wait_for_record
 from beamflow.ledger.service import build as build_ledger
 from beamflow.mover.service import build as build_mover
+from nats.js import JetStreamContext
 from tests.integration.test_mover import announce, write
 
 pytestmark = pytest.mark.timeout(120)
@@ -39,6 +44,9 @@ if args.mode == "fail":
     sys.exit(3)
 if args.mode == "hang":
     time.sleep(600)
+if args.mode == "gate":  # runs until the test opens the gate: a job that is running for as long as it needs
+    while not os.path.exists(os.path.join(os.path.dirname(os.path.abspath(__file__)), "gate")):
+        time.sleep(0.05)
 total = sum(os.path.getsize(path) for path in args.inputs)
 os.makedirs(args.output, exist_ok=True)
 with open(os.path.join(args.output, "sizes.txt"), "w") as out:
@@ -50,11 +58,15 @@ print(json.dumps({"analysis": "sizes", "outputs": ["sizes.txt"], "parameters": {
 
 
 def analyzer_config(
-    tmp_path: Path, mode: str = "ok", walltime: timedelta = timedelta(minutes=5), site: ComputeSiteConfig | None = None
+    tmp_path: Path,
+    mode: str = "ok",
+    walltime: timedelta = timedelta(minutes=5),
+    site: ComputeSiteConfig | None = None,
+    **delivery: object,
 ) -> BeamflowConfig:
     script = tmp_path / "sizes.py"
     script.write_text(SIZES)
-    base = test_config(tmp_path, max_deliver=1, ack_wait=timedelta(seconds=5))
+    base = test_config(tmp_path, **{"max_deliver": 1, "ack_wait": timedelta(seconds=5), **delivery})
     # Outputs stay in scratch a day after `results` holds a verified copy: a hold like any copy's.
     keep = RetentionRule(keep_for=timedelta(days=1), check_endpoint="results")
     extra = {
@@ -143,24 +155,78 @@ async def test_an_operator_cancels_a_running_job(tmp_path: Path, nats_server: Em
     async with harness(config, nats_server.url, build_mover(config), build_analyzer(config)) as (bus, events):
         scan = announce(tmp_path / "source", "bl832", ["P-1/scan_4.h5"])
         await bus.publish(scan)
+        job_id = await running_job(bus.js, scan.scan_id)
         registry = await JobRegistry.open(bus.js)
-        running: list[str] = []
-
-        async def job_running() -> bool:
-            entry = await registry.get(scan.scan_id, "sizes")
-            if entry is not None and entry.state == "running":
-                running.append(entry.job_id or "")
-            return bool(running)
-
-        deadline = time.monotonic() + 30
-        while not await job_running():  # the job's id appears in the registry once the site took it
-            assert time.monotonic() < deadline, "the job never started"
-            await asyncio.sleep(0.02)
         marked = await registry.request_cancel(scan.scan_id)
         await events.wait_for(lambda c: len(c.failed) >= 1, timeout=60)
-    assert [e.job_id for e in marked] == running
+    assert [e.job_id for e in marked] == [job_id]
     [dead] = events.failed
     assert "cancelled by an operator" in dead.reason, dead.reason
-    pid = int(running[0].removeprefix("local-"))
     with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
+        os.kill(int(job_id.removeprefix("local-")), 0)
+
+
+async def running_job(js: JetStreamContext, scan_id: str) -> str:
+    """The id of the scan's analysis job once the site took it (the registry has it from then on)."""
+    registry = await JobRegistry.open(js)
+    deadline = time.monotonic() + 60
+    while True:
+        entry = await registry.get(scan_id, "sizes")
+        if entry is not None and entry.state == "running" and entry.job_id:
+            return entry.job_id
+        assert time.monotonic() < deadline, "the job never started"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_stopping_analyzer_stops_its_local_job_and_the_redelivery_runs_it_again(
+    tmp_path: Path, nats_server: EmbeddedNats
+) -> None:
+    config = analyzer_config(tmp_path, mode="gate", max_deliver=2, drain_timeout=timedelta(seconds=1))
+    write(tmp_path / "source/P-1/scan_5.h5", os.urandom(55))
+    async with harness(config, nats_server.url, build_mover(config)) as (bus, events):
+        scan = announce(tmp_path / "source", "bl832", ["P-1/scan_5.h5"])
+        async with running(build_analyzer(config), config, nats_server.url):
+            await bus.publish(scan)
+            first = await running_job(bus.js, scan.scan_id)
+        # The first analyzer has stopped: its job went with it (nothing outlives it unwatched).
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(first.removeprefix("local-")), 0)
+        (tmp_path / "gate").touch()
+        async with running(build_analyzer(config), config, nats_server.url):
+            await events.wait_for(lambda c: len(c.of(ScanAnalyzed)) + len(c.failed) >= 1, timeout=60)
+    assert not events.failed, events.failed[0].reason
+    [analyzed] = events.of(ScanAnalyzed)
+    assert analyzed.job_id != first, "a local job cannot be followed: it ran again"
+    assert (tmp_path / "results/analysis/sizes/P-1/scan_5/sizes.txt").read_text() == "55\n"
+
+
+async def test_a_local_job_that_outlived_its_analyzer_is_stopped_before_it_runs_again(tmp_path: Path) -> None:
+    # What an analyzer killed outright (SIGKILL, OOM) leaves: the job's process group, still running in its folder.
+    workdir, elsewhere = tmp_path / "job", tmp_path / "other"
+    workdir.mkdir()
+    elsewhere.mkdir()
+    orphan = await asyncio.create_subprocess_exec("sleep", "600", cwd=workdir, start_new_session=True)
+    stranger = await asyncio.create_subprocess_exec("sleep", "600", cwd=elsewhere, start_new_session=True)
+    spec = JobSpec(name="j", script="", workdir=str(workdir), walltime=timedelta(minutes=1), summary="")
+    jobs = LocalJobs(LocalCompute(scratch="scratch"))
+    try:
+        with pytest.raises(JobLost, match="outlived the analyzer"):
+            await jobs.follow(spec, f"local-{orphan.pid}", _NoCancel())
+        assert await asyncio.wait_for(orphan.wait(), timeout=10) == -signal.SIGTERM
+        # A pid now used by some other process (not in the job's folder) is never signalled.
+        with pytest.raises(JobLost, match="ended with the analyzer"):
+            await jobs.follow(spec, f"local-{stranger.pid}", _NoCancel())
+        assert stranger.returncode is None
+    finally:
+        for process in (orphan, stranger):
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+
+
+class _NoCancel:
+    async def submitted(self, job_id: str) -> None:
+        raise AssertionError("following a job never submits one")
+
+    async def cancel_requested(self) -> bool:
+        return False

@@ -54,6 +54,13 @@ class JobController(Protocol):
         """Submit ``spec``, follow it to its end (cancelling it when ``watch`` asks), and say how it ended."""
         ...
 
+    async def follow(self, spec: JobSpec, job_id: str, watch: JobWatch) -> JobOutcome:
+        """Follow ``job_id``, a job of ``spec`` an earlier delivery submitted, to its end, as ``run`` does.
+
+        Raises ``JobLost`` when the job cannot be followed: the caller then submits it again.
+        """
+        ...
+
 
 class JobLost(TransientError):
     """The site no longer knows the job (it was never recorded, or it was forgotten): its outcome is unknown."""

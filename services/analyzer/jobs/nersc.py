@@ -29,16 +29,29 @@ class NerscJobs:
         self.site = site
 
     async def run(self, spec: JobSpec, watch: JobWatch) -> JobOutcome:
+        return await self._run(spec, watch, None)
+
+    async def follow(self, spec: JobSpec, job_id: str, watch: JobWatch) -> JobOutcome:
+        return await self._run(spec, watch, job_id)
+
+    async def _run(self, spec: JobSpec, watch: JobWatch, earlier: str | None) -> JobOutcome:
+        """Submit ``spec`` (or, given ``earlier``, find that job again) and follow it to its end."""
         from sfapi_client import SfApiError
 
         try:
             async with sfapi_compute(self.site, self.site.poll_interval) as machine:
-                try:
-                    job = await machine.submit_job(spec.script)
-                except SfApiError as exc:
-                    raise JobSubmitFailed(f"NERSC did not take the job: {exc}") from None
+                if earlier is None:
+                    try:
+                        job = await machine.submit_job(spec.script)
+                    except SfApiError as exc:
+                        raise JobSubmitFailed(f"NERSC did not take the job: {exc}") from None
+                    await watch.submitted(str(job.jobid))
+                else:
+                    try:
+                        job = await machine.job(earlier)
+                    except SfApiError as exc:
+                        raise JobLost(f"NERSC no longer knows Slurm job {earlier} ({exc})") from None
                 job_id = str(job.jobid)
-                await watch.submitted(job_id)
                 try:
                     end, accounting = await self._follow(machine, job, watch)
                 except SfApiError as exc:

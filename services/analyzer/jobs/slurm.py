@@ -62,6 +62,9 @@ class SlurmJobs:
             raise JobSubmitFailed(f"sbatch refused the job: {err.strip() or out.strip()}")
         job_id = out.strip().split(";")[0]
         await watch.submitted(job_id)
+        return await self.follow(spec, job_id, watch)
+
+    async def follow(self, spec: JobSpec, job_id: str, watch: JobWatch) -> JobOutcome:
         cancelled = False
         poll = self.site.poll_interval.total_seconds()
         while True:

@@ -4,9 +4,7 @@ sfapi-client and the SFAPI stand-in. The same small analysis as the local tests 
 
 from __future__ import annotations
 
-import asyncio
 import os
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from beamflow.common.testing import harness, running
 from beamflow.mover.service import build as build_mover
 from beamflow.sfapi_local.auth import make_client_credentials
 from beamflow.sfapi_local.testing import LocalNersc
-from tests.integration.test_analyzer import analyzer_config
+from tests.integration.test_analyzer import analyzer_config, running_job
 from tests.integration.test_mover import announce, write
 
 pytestmark = pytest.mark.timeout(240)
@@ -96,17 +94,6 @@ async def test_slurm_stops_a_job_past_its_walltime_and_the_step_fails(
     assert nersc.slurm.jobs()[job_id].state == "TIMEOUT"
 
 
-async def running_job(js: object, scan_id: str) -> str:
-    registry = await JobRegistry.open(js)  # type: ignore[arg-type]
-    deadline = time.monotonic() + 60
-    while True:  # the job's id appears in the registry once the site took it
-        entry = await registry.get(scan_id, "sizes")
-        if entry is not None and entry.state == "running" and entry.job_id:
-            return entry.job_id
-        assert time.monotonic() < deadline, "the job never started"
-        await asyncio.sleep(0.05)
-
-
 async def test_an_operator_cancels_a_job_on_slurm(tmp_path: Path, nersc: LocalNersc, nats_server: EmbeddedNats) -> None:
     config = host_slurm(tmp_path, nersc, mode="hang")
     write(tmp_path / "source/P-1/scan_s4.h5", os.urandom(10))
@@ -169,3 +156,44 @@ async def test_credentials_of_a_nersc_site_are_checked_and_a_wrong_key_stops_the
     with pytest.raises(CredentialsRejected, match="analyzer will not start: sfapi:here"):
         async with running(build_analyzer(config), config, nats_server.url):
             pass
+
+
+async def a_restarted_analyzer_follows_the_job_its_predecessor_submitted(
+    tmp_path: Path, nersc: LocalNersc, nats_server: EmbeddedNats, config: BeamflowConfig, name: str
+) -> None:
+    write(tmp_path / f"source/P-1/{name}.h5", os.urandom(99))
+    async with harness(config, nats_server.url, build_mover(config)) as (bus, events):
+        scan = announce(tmp_path / "source", "bl832", [f"P-1/{name}.h5"])
+        async with running(build_analyzer(config), config, nats_server.url):
+            await bus.publish(scan)
+            first = await running_job(bus.js, scan.scan_id)
+        # The analyzer stopped mid-job (as in a rolling update); the site keeps running the job.
+        job = nersc.slurm.job(first)
+        assert job is not None and job.state in ("PENDING", "RUNNING"), job
+        async with running(build_analyzer(config), config, nats_server.url):
+            (tmp_path / "gate").touch()
+            await events.wait_for(lambda c: len(c.of(ScanAnalyzed)) + len(c.failed) >= 1, timeout=90)
+    assert not events.failed, events.failed[0].reason
+    [analyzed] = events.of(ScanAnalyzed)
+    assert analyzed.job_id == first, "the redelivered message followed the job instead of submitting another"
+    named = [j for j in nersc.slurm.jobs().values() if j.name == f"beamflow-sizes-{scan.scan_id}"[:64]]
+    assert [j.job_id for j in named] == [first], "one job for the scan, however often its message was delivered"
+    assert (tmp_path / f"results/analysis/sizes/P-1/{name}/sizes.txt").read_text() == "99\n"
+
+
+async def test_a_restarted_analyzer_follows_its_host_slurm_job(
+    tmp_path: Path, nersc: LocalNersc, nats_server: EmbeddedNats
+) -> None:
+    config = host_slurm(tmp_path, nersc, mode="gate", max_deliver=2, drain_timeout=timedelta(seconds=1))
+    await a_restarted_analyzer_follows_the_job_its_predecessor_submitted(
+        tmp_path, nersc, nats_server, config, "scan_r1"
+    )
+
+
+async def test_a_restarted_analyzer_follows_its_nersc_job(
+    tmp_path: Path, nersc: LocalNersc, nats_server: EmbeddedNats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = at_nersc(tmp_path, nersc, monkeypatch, mode="gate", max_deliver=2, drain_timeout=timedelta(seconds=1))
+    await a_restarted_analyzer_follows_the_job_its_predecessor_submitted(
+        tmp_path, nersc, nats_server, config, "scan_r2"
+    )
