@@ -65,6 +65,8 @@ class Pruner:
                 f"not pruning scan {hold.scan_id} from {hold.endpoint}: {verdict.reason()}. Nothing was deleted; "
                 f"fix the copy on {hold.check_endpoint} (or the cause named) and replay this dead letter"
             )
+        # Counted when freed, not when announced: a retry after a failed publish finds the files gone and frees 0.
+        metrics.BYTES_PRUNED.add(deleted.freed_bytes, {"beamline": hold.beamline, "endpoint": hold.endpoint})
         await ctx.publish(
             ScanPruned(
                 scan_id=hold.scan_id,
@@ -75,7 +77,6 @@ class Pruner:
                 freed_bytes=deleted.freed_bytes,
             )
         )
-        metrics.BYTES_PRUNED.add(deleted.freed_bytes, {"beamline": hold.beamline, "endpoint": hold.endpoint})
         ctx.log.info(
             "pruned",
             extra={
