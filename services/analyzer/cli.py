@@ -44,7 +44,7 @@ def list_jobs(config: ConfigOption = DEFAULT_CONFIG, nats_url: NatsOption = None
     for column in ("scan", "analysis", "site", "job", "state", "updated"):
         table.add_column(column)
     for e in entries:
-        state = e.end or e.state
+        state = (e.end or e.state) if e.state == "ended" else e.state.replace("_", " ")
         if e.cancel_requested and e.state != "ended":
             state += " (cancel asked)"
         table.add_row(e.scan_id, e.analysis, e.site, e.job_id or "-", state, e.updated_at.isoformat(timespec="seconds"))

@@ -7,7 +7,8 @@ One scan, one job, in this order (each step verified before the next):
    Globus scratch at NERSC is staged as any copy is);
 2. run the job script (``script.render``) with a job controller, recording its id in the job registry so
    ``beamflow job cancel`` reaches it; the runtime's heartbeat keeps the message while it runs; a redelivered
-   message follows the job an earlier delivery submitted instead of submitting a second one;
+   message follows the job an earlier delivery submitted (running, or done but not yet brought back) instead of
+   submitting a second one;
 3. a non-zero exit, a walltime passed, an operator's cancel or a missing result line fail the step (a
    dead letter naming the job's log); a lost job is retried;
 4. bring the outputs the job names back to ``output_endpoint`` (verified copies), publish ``scan.analyzed``,
@@ -52,19 +53,29 @@ def site_root(endpoint: EndpointConfig) -> str:
 
 
 class _Watch:
-    """The registry's side of a running job: where its id goes, and where a cancel request is found."""
+    """The registry's side of a job: where its id goes, where a cancel request is found, and how far it got."""
 
     def __init__(self, registry: JobRegistry, entry: JobEntry) -> None:
         self.registry = registry
         self.entry = entry
 
     async def submitted(self, job_id: str) -> None:
-        self.entry = self.entry.model_copy(update={"job_id": job_id, "state": "running"})
-        await self.registry.put(self.entry)
+        await self._record(job_id=job_id, state="running")
 
     async def cancel_requested(self) -> bool:
         current = await self.registry.get(self.entry.scan_id, self.entry.analysis)
         return current is not None and current.cancel_requested
+
+    async def bringing_back(self, end: str) -> None:
+        """The job succeeded; until its outputs are back, a later delivery follows it instead of running it again."""
+        await self._record(state="bringing_back", end=end)
+
+    async def ended(self, end: str) -> None:
+        await self._record(state="ended", end=end)
+
+    async def _record(self, **change: str) -> None:
+        self.entry = self.entry.model_copy(update=change)
+        await self.registry.put(self.entry)
 
 
 class Analyzer:
@@ -107,9 +118,13 @@ class Analyzer:
             )
             ctx.log.info("analysis job starting", extra={"analysis": policy.name, "site": policy.site})
             outcome = await _run_or_follow(job_controller_for(site), spec, watch, ctx)
-            await registry.put(watch.entry.model_copy(update={"state": "ended", "end": outcome.end}))
-            _check(outcome, policy, spec.workdir)
-            summary = parse_summary(outcome.summary, outcome.job_id)
+            try:
+                _check(outcome, policy, spec.workdir)
+                summary = parse_summary(outcome.summary, outcome.job_id)
+            except PermanentError:
+                await watch.ended(outcome.end)
+                raise
+            await watch.bringing_back(outcome.end)
             outputs = await self._bring_back(policy, site.scratch, [f"{prefix}/{o}" for o in summary.outputs])
         except asyncio.CancelledError:
             staged = []  # the analyzer is stopping and the job may still run at the site: its inputs stay
@@ -142,6 +157,7 @@ class Analyzer:
             policy.output_endpoint,
             outputs,
         )
+        await watch.ended(outcome.end)
         ctx.log.info(
             "analysis done",
             extra={"job_id": outcome.job_id, "runtime_s": round(outcome.runtime_seconds, 2), "outputs": len(outputs)},
@@ -177,12 +193,14 @@ class Analyzer:
 
 
 async def _run_or_follow(controller: JobController, spec: JobSpec, watch: _Watch, ctx: Context) -> JobOutcome:
-    """Follow the job an earlier delivery of this message submitted, if there is one; else submit ``spec``.
+    """Follow the job an earlier delivery submitted, if there is one; else submit ``spec``.
 
     An analyzer that stopped while its job ran leaves the job's id in the registry; the site keeps running it,
-    and submitting again would spend the allocation twice and race two jobs for one output folder.
+    and submitting again would spend the allocation twice and race two jobs for one output folder. A job that
+    succeeded but whose outputs were not brought back (a retry, or a replay once the output endpoint is fixed)
+    is followed too: the site still knows how it ended, and its outputs are still in scratch.
     """
-    earlier = watch.entry.job_id if watch.entry.state == "running" else None
+    earlier = watch.entry.job_id if watch.entry.state in ("running", "bringing_back") else None
     if earlier is not None:
         try:
             outcome = await controller.follow(spec, earlier, watch)

@@ -1,6 +1,8 @@
 """The analysis jobs that run now, in a KV bucket: the analyzer writes each job's id as soon as the site
 accepts it, and an operator's ``beamflow job cancel SCAN`` marks it; the analyzer sees the mark on its next
-poll and cancels the job at the site. An entry stays after the job ends, with how it ended.
+poll and cancels the job at the site. A job that succeeded is ``bringing_back`` until its outputs are
+verified copies (a later delivery follows it rather than running it again); an entry stays after the job
+ends, with how it ended.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ class JobEntry(BaseModel):
     analysis: str
     site: str
     job_id: str | None = None
-    state: Literal["staging", "running", "ended"] = "staging"
+    state: Literal["staging", "running", "bringing_back", "ended"] = "staging"
     end: str | None = Field(default=None, description="completed, failed, timeout or cancelled, once ended.")
     cancel_requested: bool = False
     updated_at: datetime = Field(default_factory=utcnow)
@@ -72,7 +74,7 @@ class JobRegistry:
         """Mark every running job of the scan to be cancelled; the ones marked (none: nothing runs)."""
         marked = []
         for entry in await self.all():
-            if entry.scan_id == scan_id and entry.state != "ended":
+            if entry.scan_id == scan_id and entry.state in ("staging", "running"):
                 entry = entry.model_copy(update={"cancel_requested": True})
                 await self.put(entry)
                 marked.append(entry)

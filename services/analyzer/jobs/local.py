@@ -81,7 +81,7 @@ class LocalJobs:
                     os.killpg(pid, signal.SIGKILL)
                 await _gone(pid, GRACE_SECONDS)
             raise JobLost(f"local job {job_id} outlived the analyzer that started it; it was stopped to run again")
-        raise JobLost(f"local job {job_id} ended with the analyzer that started it; it runs again")
+        raise JobLost(f"local job {job_id} is no longer running; only the analyzer that started it saw how it ended")
 
 
 def _runs_in(pid: int, workdir: str) -> bool:

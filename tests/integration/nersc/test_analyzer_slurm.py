@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from beamflow.analyzer.registry import JobRegistry
 from beamflow.analyzer.service import build as build_analyzer
+from beamflow.common import deadletters
 from beamflow.common.compute_config import NerscCompute, SlurmCompute
 from beamflow.common.config import BeamflowConfig
 from beamflow.common.credentials import check_credentials
@@ -176,8 +177,7 @@ async def a_restarted_analyzer_follows_the_job_its_predecessor_submitted(
     assert not events.failed, events.failed[0].reason
     [analyzed] = events.of(ScanAnalyzed)
     assert analyzed.job_id == first, "the redelivered message followed the job instead of submitting another"
-    named = [j for j in nersc.slurm.jobs().values() if j.name == f"beamflow-sizes-{scan.scan_id}"[:64]]
-    assert [j.job_id for j in named] == [first], "one job for the scan, however often its message was delivered"
+    assert jobs_of(nersc, scan.scan_id) == [first], "one job for the scan, however often its message was delivered"
     assert (tmp_path / f"results/analysis/sizes/P-1/{name}/sizes.txt").read_text() == "99\n"
 
 
@@ -197,3 +197,33 @@ async def test_a_restarted_analyzer_follows_its_nersc_job(
     await a_restarted_analyzer_follows_the_job_its_predecessor_submitted(
         tmp_path, nersc, nats_server, config, "scan_r2"
     )
+
+
+def jobs_of(nersc: LocalNersc, scan_id: str) -> list[str]:
+    """The ids of every Slurm job the analyzer submitted for the scan (its job name holds the scan id)."""
+    return sorted(j.job_id for j in nersc.slurm.jobs().values() if j.name == f"beamflow-sizes-{scan_id}"[:64])
+
+
+async def test_a_replay_after_the_outputs_could_not_be_brought_back_reuses_the_finished_job(
+    tmp_path: Path, nersc: LocalNersc, nats_server: EmbeddedNats
+) -> None:
+    config = host_slurm(tmp_path, nersc)
+    write(tmp_path / "source/P-1/scan_b.h5", os.urandom(321))
+    blocker = tmp_path / "results/analysis"
+    blocker.write_bytes(b"in the way")  # the outputs' folder cannot be made on the output endpoint
+    async with harness(config, nats_server.url, build_mover(config), build_analyzer(config)) as (bus, events):
+        scan = announce(tmp_path / "source", "bl832", ["P-1/scan_b.h5"])
+        await bus.publish(scan)
+        await events.wait_for(lambda c: len(c.failed) >= 1, timeout=60)
+        entry = await (await JobRegistry.open(bus.js)).get(scan.scan_id, "sizes")
+        [letter] = await deadletters.read(bus.js)
+        blocker.unlink()
+        await deadletters.replay(bus.js, letter.seq)
+        await events.wait_for(lambda c: len(c.of(ScanAnalyzed)) + len(c.failed) >= 2, timeout=60)
+    [dead] = events.failed
+    assert dead.service == "analyzer" and "results/analysis" in dead.reason, dead.reason
+    assert entry is not None and (entry.state, entry.end) == ("bringing_back", "completed"), entry
+    [analyzed] = events.of(ScanAnalyzed)
+    assert analyzed.job_id == entry.job_id, "the replay brought back the finished job's outputs"
+    assert jobs_of(nersc, scan.scan_id) == [entry.job_id], "the job was not run a second time"
+    assert (tmp_path / "results/analysis/sizes/P-1/scan_b/sizes.txt").read_text() == "321\n"
