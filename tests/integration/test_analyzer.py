@@ -211,11 +211,11 @@ async def test_a_local_job_that_outlived_its_analyzer_is_stopped_before_it_runs_
     jobs = LocalJobs(LocalCompute(scratch="scratch"))
     try:
         with pytest.raises(JobLost, match="outlived the analyzer"):
-            await jobs.follow(spec, f"local-{orphan.pid}", _NoCancel())
+            await jobs.follow(spec, f"local-{orphan.pid}", NeverCancelled())
         assert await asyncio.wait_for(orphan.wait(), timeout=10) == -signal.SIGTERM
         # A pid now used by some other process (not in the job's folder) is never signalled.
         with pytest.raises(JobLost, match="no longer running"):
-            await jobs.follow(spec, f"local-{stranger.pid}", _NoCancel())
+            await jobs.follow(spec, f"local-{stranger.pid}", NeverCancelled())
         assert stranger.returncode is None
     finally:
         for process in (orphan, stranger):
@@ -224,7 +224,9 @@ async def test_a_local_job_that_outlived_its_analyzer_is_stopped_before_it_runs_
             await process.wait()
 
 
-class _NoCancel:
+class NeverCancelled:
+    """A job watch for calling a controller directly: nobody asks to cancel, and following never submits."""
+
     async def submitted(self, job_id: str) -> None:
         raise AssertionError("following a job never submits one")
 

@@ -66,6 +66,11 @@ class JobLost(TransientError):
     """The site no longer knows the job (it was never recorded, or it was forgotten): its outcome is unknown."""
 
 
+class SchedulerUnavailable(TransientError):
+    """The site's scheduler did not say how a job is doing (its controller is down or unreachable): the job
+    is not lost, so the retry follows it again rather than submitting another."""
+
+
 class JobSubmitFailed(TransientError):
     """The site did not take the job (the scheduler or the API refused or was unreachable)."""
 

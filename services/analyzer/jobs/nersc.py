@@ -50,6 +50,8 @@ class NerscJobs:
                     try:
                         job = await machine.job(earlier)
                     except SfApiError as exc:
+                        if "not found" not in str(exc).lower():
+                            raise  # the API failed, not the job: retried, and followed again
                         raise JobLost(f"NERSC no longer knows Slurm job {earlier} ({exc})") from None
                 job_id = str(job.jobid)
                 try:

@@ -19,6 +19,7 @@ from beamflow.analyzer.jobs.model import (
     JobSpec,
     JobSubmitFailed,
     JobWatch,
+    SchedulerUnavailable,
     slurm_duration,
     slurm_end,
 )
@@ -81,11 +82,18 @@ class SlurmJobs:
         return JobOutcome(job_id=job_id, end=end, exit_status=status, runtime_seconds=runtime, summary=summary)
 
     async def _state(self, job_id: str) -> tuple[str, str, float]:
-        """(state, exit code 'N:S', run time in seconds) from scontrol, else sacct; JobLost if neither knows."""
-        code, out, _ = await self._command("scontrol", "show", "job", "-o", job_id)
+        """(state, exit code 'N:S', run time in seconds) from scontrol, else sacct; JobLost if neither knows.
+
+        Only scontrol's "Invalid job id" means the controller forgot the job; any other failure (a controller
+        down or unreachable) says nothing about the job, and calling it lost would submit it a second time.
+        """
+        code, out, err = await self._command("scontrol", "show", "job", "-o", job_id)
         if code == 0 and out.strip():
             fields = dict(_FIELD.findall(out))
             return fields.get("JobState", ""), fields.get("ExitCode", ""), slurm_duration(fields.get("RunTime", ""))
+        if "invalid job id" not in err.lower():
+            said = err.strip() or out.strip() or f"exit status {code}"
+            raise SchedulerUnavailable(f"Slurm did not say how job {job_id} is doing ({said}); the step is retried")
         with contextlib.suppress(JobSubmitFailed):
             code, out, _ = await self._command("sacct", "-n", "-P", "-X", "-j", job_id, "-o", "State,ExitCode,Elapsed")
             rows = [line.split("|") for line in out.splitlines() if line.count("|") == 2]

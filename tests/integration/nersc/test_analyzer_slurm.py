@@ -5,10 +5,13 @@ sfapi-client and the SFAPI stand-in. The same small analysis as the local tests 
 from __future__ import annotations
 
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from beamflow.analyzer.jobs.model import JobLost, JobSpec, SchedulerUnavailable
+from beamflow.analyzer.jobs.slurm import SlurmJobs
 from beamflow.analyzer.registry import JobRegistry
 from beamflow.analyzer.service import build as build_analyzer
 from beamflow.common import deadletters
@@ -24,7 +27,7 @@ from beamflow.common.testing import harness, running
 from beamflow.mover.service import build as build_mover
 from beamflow.sfapi_local.auth import make_client_credentials
 from beamflow.sfapi_local.testing import LocalNersc
-from tests.integration.test_analyzer import analyzer_config, running_job
+from tests.integration.test_analyzer import NeverCancelled, analyzer_config, running_job
 from tests.integration.test_mover import announce, write
 
 pytestmark = pytest.mark.timeout(240)
@@ -227,3 +230,19 @@ async def test_a_replay_after_the_outputs_could_not_be_brought_back_reuses_the_f
     assert analyzed.job_id == entry.job_id, "the replay brought back the finished job's outputs"
     assert jobs_of(nersc, scan.scan_id) == [entry.job_id], "the job was not run a second time"
     assert (tmp_path / "results/analysis/sizes/P-1/scan_b/sizes.txt").read_text() == "321\n"
+
+
+async def test_following_a_job_slurm_forgot_is_lost_but_a_controller_that_does_not_answer_is_not(
+    tmp_path: Path, nersc: LocalNersc
+) -> None:
+    spec = JobSpec(name="j", script="", workdir=str(tmp_path), walltime=timedelta(minutes=1), summary="")
+    answering = SlurmJobs(SlurmCompute(scratch="scratch", slurm_conf=str(nersc.slurm.conf_path)))
+    with pytest.raises(JobLost, match="unknown to scontrol and sacct"):
+        await answering.follow(spec, "999999", NeverCancelled())
+    # The same cluster, its controller unreachable: nothing is known about the job, so it must not count as lost
+    # (that would submit it again). scontrol gives up after its own connect retries, about 18 s here.
+    unreachable = tmp_path / "slurm.conf"
+    unreachable.write_text(re.sub(r"SlurmctldPort=\d+", "SlurmctldPort=1", nersc.slurm.conf_path.read_text()))
+    silent = SlurmJobs(SlurmCompute(scratch="scratch", slurm_conf=str(unreachable)))
+    with pytest.raises(SchedulerUnavailable, match="Unable to contact slurm controller"):
+        await silent.follow(spec, "1", NeverCancelled())
