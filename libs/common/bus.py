@@ -44,7 +44,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BucketNotFoundError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import APIError, BucketNotFoundError, NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 
 log = logging.getLogger(__name__)
@@ -211,15 +211,20 @@ PROVISION_WAITS: Final = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 async def _patiently(what: str, provision: Callable[[], Awaitable[T]]) -> T:
-    """Run an idempotent provisioning step, again while the server answers "no leader yet".
+    """Run an idempotent provisioning step, again while the server answers "no leader yet" or "peer offline".
 
     Creating a replicated stream or consumer waits for its first election, which can outlast one API
-    request on a busy cluster; asking again with the same settings is safe (it finds what was made).
+    request on a busy cluster; asking again with the same settings is safe (it finds what was made). A node
+    that is restarting, or whose heartbeat the meta leader missed on a loaded machine, is "offline" for a few
+    seconds, and placing a replicated stream fails meanwhile: that passes too.
     """
     for wait in (*PROVISION_WAITS, None):
         try:
             return await provision()
-        except (nats.errors.TimeoutError, ServiceUnavailableError) as exc:
+        except (nats.errors.TimeoutError, APIError) as exc:
+            unanswered = isinstance(exc, nats.errors.TimeoutError | ServiceUnavailableError)
+            if not unanswered and not _is_waiting_for_peers(exc):
+                raise
             if wait is None:
                 raise NatsUnavailable(
                     f"{what}: JetStream did not answer after {len(PROVISION_WAITS) + 1} attempts ({exc!r}); "
@@ -228,6 +233,16 @@ async def _patiently(what: str, provision: Callable[[], Awaitable[T]]) -> T:
             log.warning("provisioning waits for JetStream", extra={"what": what, "retry_in_s": wait})
             await asyncio.sleep(wait)
     raise AssertionError("unreachable")
+
+
+#: JetStream's error code for a replicated stream or consumer that has too few nodes to be placed on.
+NO_SUITABLE_PEERS: Final = 10005
+
+
+def _is_waiting_for_peers(exc: Exception) -> bool:
+    """True when placement failed only because a node is offline, which a restart or a missed heartbeat
+    makes so for seconds; "no suitable peers" for any other reason (more replicas than nodes) is a config error."""
+    return isinstance(exc, APIError) and exc.err_code == NO_SUITABLE_PEERS and "offline" in (exc.description or "")
 
 
 def _settings(stream: StreamConfig) -> tuple[object, ...]:

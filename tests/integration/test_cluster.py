@@ -21,7 +21,7 @@ import nats
 import nats.errors
 import nats.js.errors
 from beamflow.common import subjects
-from beamflow.common.bus import stream_configs
+from beamflow.common.bus import ensure_streams, stream_configs
 from beamflow.common.config import BeamflowConfig
 from beamflow.common.errors import NatsUnavailable
 from beamflow.common.events import ScanFile, ScanNew, scan_id_for
@@ -222,3 +222,24 @@ async def test_a_killed_node_restarts_and_catches_up(tmp_path: Path) -> None:
         finally:
             await nc.close()
     assert info.state.messages == 100
+
+
+async def test_provisioning_waits_while_a_restarted_node_is_still_counted_offline(tmp_path: Path) -> None:
+    # For a moment after a node comes back, the meta leader still counts it offline and refuses to place a
+    # replicated stream ("no suitable peers for placement, peer offline"); a service starting then (a rolling
+    # restart of the NATS StatefulSet, or CI's cluster just formed) must wait it out, not crash.
+    base = test_config(tmp_path)
+    config = base.model_copy(update={"nats": base.nats.model_copy(update={"replicas": 3})})
+    async with EmbeddedCluster(tmp_path / "cluster") as cluster:
+        nc = await nats.connect(cluster.node(0).url)
+        try:
+            js = nc.jetstream(timeout=5)
+            cluster.kill(2)
+            await cluster.restart(2)
+            await ensure_streams(js, config)
+            for wanted in stream_configs(config):
+                assert wanted.name is not None
+                info = await cluster.stream_info(js, wanted.name)
+                assert info.config.num_replicas == 3
+        finally:
+            await nc.close()
