@@ -24,14 +24,14 @@ import fnmatch
 from pathlib import PurePosixPath
 
 from beamflow.analyzer.jobs import controller_for as job_controller_for
-from beamflow.analyzer.jobs.model import JobController, JobFailed, JobLost, JobOutcome, JobSpec
+from beamflow.analyzer.jobs.model import JobController, JobFailed, JobLost, JobOutcome, JobSpec, OutputsGone
 from beamflow.analyzer.registry import JobEntry, JobRegistry
 from beamflow.analyzer.script import parse_summary, render
 from beamflow.common import holds
 from beamflow.common.compute_config import AnalysisPolicy
 from beamflow.common.config import BeamflowConfig
 from beamflow.common.endpoints import EndpointConfig, FilesystemEndpoint, GlobusEndpoint
-from beamflow.common.errors import PermanentError
+from beamflow.common.errors import PermanentError, SourceMissing
 from beamflow.common.events import FileCopy, ScanAnalyzed, ScanMoved
 from beamflow.common.prune import prune_controller_for
 from beamflow.common.service import Context
@@ -125,7 +125,16 @@ class Analyzer:
                 await watch.ended(outcome.end)
                 raise
             await watch.bringing_back(outcome.end)
-            outputs = await self._bring_back(policy, site.scratch, [f"{prefix}/{o}" for o in summary.outputs])
+            try:
+                outputs = await self._bring_back(policy, site.scratch, [f"{prefix}/{o}" for o in summary.outputs])
+            except SourceMissing as exc:
+                # Scratch was purged (NERSC purges old files) or cleaned by hand: following this job again can only
+                # fail the same way, so its entry ends and the replay runs the analysis afresh.
+                await watch.ended(outcome.end)
+                raise OutputsGone(
+                    f"the outputs of job {outcome.job_id} are not in {site.scratch} (purged, or never written: {exc}); "
+                    "replay the dead letter to run the analysis again"
+                ) from exc
         except asyncio.CancelledError:
             staged = []  # the analyzer is stopping and the job may still run at the site: its inputs stay
             raise

@@ -79,6 +79,10 @@ class JobFailed(PermanentError):
     """The job ran and failed: a non-zero exit, its walltime passed, or an operator cancelled it."""
 
 
+class OutputsGone(PermanentError):
+    """The job succeeded, but its outputs left scratch before they were brought back; only a new run makes them."""
+
+
 def slurm_end(state: str) -> JobEnd | None:
     """A Slurm job state as how the job ended; None while it has not ended."""
     state = state.split()[0].upper() if state else ""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from datetime import timedelta
 from pathlib import Path
 
@@ -204,7 +205,9 @@ async def test_a_restarted_analyzer_follows_its_nersc_job(
 
 def jobs_of(nersc: LocalNersc, scan_id: str) -> list[str]:
     """The ids of every Slurm job the analyzer submitted for the scan (its job name holds the scan id)."""
-    return sorted(j.job_id for j in nersc.slurm.jobs().values() if j.name == f"beamflow-sizes-{scan_id}"[:64])
+    return sorted(
+        (j.job_id for j in nersc.slurm.jobs().values() if j.name == f"beamflow-sizes-{scan_id}"[:64]), key=int
+    )
 
 
 async def test_a_replay_after_the_outputs_could_not_be_brought_back_reuses_the_finished_job(
@@ -246,3 +249,33 @@ async def test_following_a_job_slurm_forgot_is_lost_but_a_controller_that_does_n
     silent = SlurmJobs(SlurmCompute(scratch="scratch", slurm_conf=str(unreachable)))
     with pytest.raises(SchedulerUnavailable, match="Unable to contact slurm controller"):
         await silent.follow(spec, "1", NeverCancelled())
+
+
+async def test_a_replay_after_the_outputs_left_scratch_runs_the_analysis_again(
+    tmp_path: Path, nersc: LocalNersc, nats_server: EmbeddedNats
+) -> None:
+    config = host_slurm(tmp_path, nersc)
+    write(tmp_path / "source/P-1/scan_p.h5", os.urandom(123))
+    blocker = tmp_path / "results/analysis"
+    blocker.write_bytes(b"in the way")
+    async with harness(config, nats_server.url, build_mover(config), build_analyzer(config)) as (bus, events):
+        scan = announce(tmp_path / "source", "bl832", ["P-1/scan_p.h5"])
+        await bus.publish(scan)
+        await events.wait_for(lambda c: len(c.failed) >= 1, timeout=60)
+        [first] = jobs_of(nersc, scan.scan_id)
+        blocker.unlink()
+        # Scratch is purged before the operator replays: the finished job's outputs are gone.
+        outputs = tmp_path / "scratch/analysis/sizes/P-1/scan_p"
+        assert (outputs / "sizes.txt").is_file()
+        shutil.rmtree(outputs)
+        await deadletters.replay(bus.js, (await deadletters.read(bus.js))[0].seq)
+        await events.wait_for(lambda c: len(c.failed) >= 2, timeout=60)
+        gone = events.failed[1]
+        await deadletters.replay(bus.js, (await deadletters.read(bus.js))[-1].seq)
+        await events.wait_for(lambda c: len(c.of(ScanAnalyzed)) + len(c.failed) >= 3, timeout=60)
+    assert f"outputs of job {first} are not in scratch" in gone.reason, gone.reason
+    assert len(events.failed) == 2, "the second replay did not fail again"
+    [analyzed] = events.of(ScanAnalyzed)
+    [_, second] = jobs_of(nersc, scan.scan_id)
+    assert analyzed.job_id == second != first, "the second replay ran a new job instead of following the first"
+    assert (tmp_path / "results/analysis/sizes/P-1/scan_p/sizes.txt").read_text() == "123\n"
