@@ -21,7 +21,7 @@ from beamflow.common.config import BeamflowConfig
 from beamflow.common.credentials import check_credentials
 from beamflow.common.endpoints import FilesystemEndpoint
 from beamflow.common.errors import CredentialsRejected
-from beamflow.common.events import ScanAnalyzed
+from beamflow.common.events import ScanAnalyzed, ScanNew
 from beamflow.common.natsserver import EmbeddedNats
 from beamflow.common.secrets import SecretRef
 from beamflow.common.testing import harness, running
@@ -210,15 +210,21 @@ def jobs_of(nersc: LocalNersc, scan_id: str) -> list[str]:
     )
 
 
+def a_scan_whose_outputs_cannot_be_brought_back(tmp_path: Path, name: str, size: int) -> tuple[ScanNew, Path]:
+    """Scan ``P-1/<name>.h5`` of ``size`` random bytes, announced, and a file where the outputs' folder must be
+    made on the output endpoint (returned for the test to remove)."""
+    write(tmp_path / f"source/P-1/{name}.h5", os.urandom(size))
+    blocker = tmp_path / "results/analysis"
+    blocker.write_bytes(b"in the way")
+    return announce(tmp_path / "source", "bl832", [f"P-1/{name}.h5"]), blocker
+
+
 async def test_a_replay_after_the_outputs_could_not_be_brought_back_reuses_the_finished_job(
     tmp_path: Path, nersc: LocalNersc, nats_server: EmbeddedNats
 ) -> None:
     config = host_slurm(tmp_path, nersc)
-    write(tmp_path / "source/P-1/scan_b.h5", os.urandom(321))
-    blocker = tmp_path / "results/analysis"
-    blocker.write_bytes(b"in the way")  # the outputs' folder cannot be made on the output endpoint
+    scan, blocker = a_scan_whose_outputs_cannot_be_brought_back(tmp_path, "scan_b", 321)
     async with harness(config, nats_server.url, build_mover(config), build_analyzer(config)) as (bus, events):
-        scan = announce(tmp_path / "source", "bl832", ["P-1/scan_b.h5"])
         await bus.publish(scan)
         await events.wait_for(lambda c: len(c.failed) >= 1, timeout=60)
         entry = await (await JobRegistry.open(bus.js)).get(scan.scan_id, "sizes")
@@ -255,11 +261,8 @@ async def test_a_replay_after_the_outputs_left_scratch_runs_the_analysis_again(
     tmp_path: Path, nersc: LocalNersc, nats_server: EmbeddedNats
 ) -> None:
     config = host_slurm(tmp_path, nersc)
-    write(tmp_path / "source/P-1/scan_p.h5", os.urandom(123))
-    blocker = tmp_path / "results/analysis"
-    blocker.write_bytes(b"in the way")
+    scan, blocker = a_scan_whose_outputs_cannot_be_brought_back(tmp_path, "scan_p", 123)
     async with harness(config, nats_server.url, build_mover(config), build_analyzer(config)) as (bus, events):
-        scan = announce(tmp_path / "source", "bl832", ["P-1/scan_p.h5"])
         await bus.publish(scan)
         await events.wait_for(lambda c: len(c.failed) >= 1, timeout=60)
         [first] = jobs_of(nersc, scan.scan_id)
