@@ -122,65 +122,39 @@ async def publish_event(js: JetStreamContext, event: Event, where: str, timeout:
 
 def stream_configs(config: BeamflowConfig) -> list[StreamConfig]:
     d = config.delivery
-    replicas = config.nats.replicas
-    return [
-        StreamConfig(
-            name=subjects.SCANS_STREAM,
-            subjects=[subjects.stage_filter(stage) for stage in subjects.SCAN_STAGES],
+
+    def stream(name: str, filters: list[str], **own: Any) -> StreamConfig:
+        """A file-backed stream with the settings every beamflow stream shares; ``own`` holds what is its own."""
+        return StreamConfig(
+            name=name,
+            subjects=filters,
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
-            max_age=d.event_max_age.total_seconds(),
             duplicate_window=d.duplicate_window.total_seconds(),
-            num_replicas=replicas,
+            num_replicas=config.nats.replicas,
+            **own,
+        )
+
+    events_age = d.event_max_age.total_seconds()
+    return [
+        stream(
+            subjects.SCANS_STREAM,
+            [subjects.stage_filter(stage) for stage in subjects.SCAN_STAGES],
+            max_age=events_age,
             discard=DiscardPolicy.OLD,
         ),
-        StreamConfig(
-            name=subjects.DEAD_LETTER_STREAM,
-            subjects=[subjects.stage_filter(subjects.FAILED)],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
+        stream(
+            subjects.DEAD_LETTER_STREAM,
+            [subjects.stage_filter(subjects.FAILED)],
             max_age=d.dead_letter_max_age.total_seconds(),
-            duplicate_window=d.duplicate_window.total_seconds(),
-            num_replicas=replicas,
         ),
-        StreamConfig(
-            name=subjects.HOLDS_STREAM,
-            subjects=[f"{subjects.HOLD}.>"],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            duplicate_window=d.duplicate_window.total_seconds(),
-            num_replicas=replicas,
-            allow_msg_schedules=True,
-            allow_msg_ttl=True,
-        ),
-        StreamConfig(
-            name=subjects.ARCHIVE_STREAM,
-            subjects=[f"{subjects.ARCHIVE}.>"],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            max_age=d.event_max_age.total_seconds(),
-            duplicate_window=d.duplicate_window.total_seconds(),
-            num_replicas=replicas,
-            allow_msg_schedules=True,
-        ),
-        StreamConfig(
-            name=subjects.FLIGHT_STREAM,
-            subjects=[f"{subjects.FLIGHT}.>"],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            max_age=d.event_max_age.total_seconds(),
-            duplicate_window=d.duplicate_window.total_seconds(),
-            num_replicas=replicas,
-            allow_msg_schedules=True,
-        ),
-        StreamConfig(
-            name=subjects.ADVISORY_STREAM,
-            subjects=[f"{subjects.MAX_DELIVERIES_ADVISORY_PREFIX}.>"],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
+        stream(subjects.HOLDS_STREAM, [f"{subjects.HOLD}.>"], allow_msg_schedules=True, allow_msg_ttl=True),
+        stream(subjects.ARCHIVE_STREAM, [f"{subjects.ARCHIVE}.>"], max_age=events_age, allow_msg_schedules=True),
+        stream(subjects.FLIGHT_STREAM, [f"{subjects.FLIGHT}.>"], max_age=events_age, allow_msg_schedules=True),
+        stream(
+            subjects.ADVISORY_STREAM,
+            [f"{subjects.MAX_DELIVERIES_ADVISORY_PREFIX}.>"],
             max_age=timedelta(days=7).total_seconds(),
-            duplicate_window=d.duplicate_window.total_seconds(),
-            num_replicas=replicas,
         ),
     ]
 
