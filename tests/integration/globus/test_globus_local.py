@@ -35,6 +35,13 @@ def _write(path: Path, data: bytes, *, mtime: float | None = None) -> Path:
     return path
 
 
+def _submit_a_dat(site: Site, **options: str) -> str:
+    """Submit a transfer of ``/a.dat`` from the site's source to its destination collection; the task id."""
+    data = globus_sdk.TransferData(site.source_id, site.destination_id, **options)
+    data.add_item("/a.dat", "/a.dat")
+    return str(site.transfer.submit_transfer(data)["task_id"])
+
+
 def _in(seconds: float) -> str:
     return (datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)).isoformat()
 
@@ -181,9 +188,7 @@ def test_stalled_task_stays_active_then_fails_at_its_deadline(site: Site) -> Non
     _write(site.source / "a.dat", b"data")
     site.api.stall(site.source_id)
     site.transfer.get_submission_id()  # log in first: the deadline below is counted from now
-    data = globus_sdk.TransferData(site.source_id, site.destination_id, deadline=_in(1.5))
-    data.add_item("/a.dat", "/a.dat")
-    task_id = site.transfer.submit_transfer(data)["task_id"]
+    task_id = _submit_a_dat(site, deadline=_in(1.5))
 
     stalled = site.wait_nice_status(task_id, "CONNECT_FAILED")
     assert (stalled["status"], stalled["is_ok"], stalled["completion_time"]) == ("ACTIVE", False, None)
@@ -199,9 +204,7 @@ def test_stalled_task_stays_active_then_fails_at_its_deadline(site: Site) -> Non
 def test_unstall_lets_a_stalled_task_finish(site: Site) -> None:
     _write(site.source / "a.dat", b"data")
     site.api.stall(site.destination_id, inactive=True)
-    data = globus_sdk.TransferData(site.source_id, site.destination_id)
-    data.add_item("/a.dat", "/a.dat")
-    task_id = site.transfer.submit_transfer(data)["task_id"]
+    task_id = _submit_a_dat(site)
     stalled = site.wait_task(task_id, frozenset({"INACTIVE"}))
     assert stalled["nice_status"] == "CONNECT_FAILED"
     site.api.unstall()
@@ -212,9 +215,7 @@ def test_unstall_lets_a_stalled_task_finish(site: Site) -> None:
 def test_cancel_fails_the_task_and_copies_nothing_more(site: Site) -> None:
     _write(site.source / "a.dat", b"data")
     site.api.stall(site.source_id)
-    data = globus_sdk.TransferData(site.source_id, site.destination_id)
-    data.add_item("/a.dat", "/a.dat")
-    task_id = site.transfer.submit_transfer(data)["task_id"]
+    task_id = _submit_a_dat(site)
     site.wait_nice_status(task_id, "CONNECT_FAILED")
 
     answer = site.transfer.cancel_task(task_id)
@@ -389,9 +390,7 @@ def test_task_list_and_event_list_pages(site: Site) -> None:
     _write(site.source / "a.dat", b"a")
     ids = []
     for _ in range(3):
-        data = globus_sdk.TransferData(site.source_id, site.destination_id)
-        data.add_item("/a.dat", "/a.dat")
-        ids.append(site.transfer.submit_transfer(data)["task_id"])
+        ids.append(_submit_a_dat(site))
     assert site.api.wait_idle(5)
     listed = site.transfer.task_list(limit=2, filter="status:SUCCEEDED")
     assert (listed["total"], len(listed["DATA"])) == (3, 2)
@@ -403,9 +402,7 @@ def test_task_list_and_event_list_pages(site: Site) -> None:
 def test_tasks_go_on_while_the_api_is_unreachable(site: Site) -> None:
     _write(site.source / "a.dat", b"data")
     site.api.stall(site.source_id)
-    data = globus_sdk.TransferData(site.source_id, site.destination_id)
-    data.add_item("/a.dat", "/a.dat")
-    task_id = site.transfer.submit_transfer(data)["task_id"]
+    task_id = _submit_a_dat(site)
     site.globus.stop()
     with pytest.raises(globus_sdk.GlobusConnectionError):
         site.transfer.get_task(task_id)
